@@ -1,0 +1,69 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "poolagent",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "poolagent", targets: ["poolagent"]),
+        .executable(name: "poolctl", targets: ["poolctl"]),
+        .library(name: "PoolAgent", targets: ["PoolAgent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
+        .target(name: "CJanssonShim", dependencies: ["CJansson"]),
+        .target(
+            name: "PGWire",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(name: "PoolCore", swiftSettings: strict),
+        .target(name: "ControlRPC", dependencies: ["CJansson", "CJanssonShim"], swiftSettings: strict),
+        .target(
+            name: "PoolAgent",
+            dependencies: [
+                "CLibPQ", "PGWire", "PoolCore", "ControlRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "poolagent",
+            dependencies: [
+                "PoolAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "poolctl",
+            dependencies: [
+                "ControlRPC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "PGWireTests", dependencies: ["PGWire"], swiftSettings: strict),
+        .testTarget(name: "PoolCoreTests", dependencies: ["PoolCore"], swiftSettings: strict),
+        .testTarget(name: "ControlRPCTests", dependencies: ["ControlRPC"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["CLibPQ", "ControlRPC"],
+            swiftSettings: strict
+        ),
+    ]
+)

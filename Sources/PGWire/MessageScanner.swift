@@ -1,0 +1,87 @@
+// Walks a stream of typed messages across reads without copying bodies, so buffers can be forwarded whole.
+
+import NIOCore
+
+/// Finds message boundaries in a byte stream that arrives in arbitrary pieces.
+///
+/// Bodies of ordinary messages are skipped, even when they span many reads, so a 1 GB DataRow streams
+/// through. Messages whose type is in `captureTypes` are only reported once complete, with their body;
+/// an incomplete header or captured message at the end of a read is held back and joined to the next one,
+/// so the bytes before it can be forwarded at once.
+public struct MessageScanner: Sendable {
+    public enum Step: Sendable {
+        /// A message starts at `start` (an index into the scanned buffer). `body` is set for captured types.
+        case message(type: UInt8, start: Int, body: ByteBuffer?)
+        /// No more messages in this buffer; bytes from the reader index up to `forwardableEnd` are complete
+        /// or belong to a pass-through body; the rest is held back for the next read.
+        case end(forwardableEnd: Int)
+    }
+
+    public var captureTypes: MessageTypeSet
+    public let maxCaptureLength: Int
+    public let maxMessageLength: Int
+    @usableFromInline var skipRemaining: Int = 0
+    @usableFromInline var heldBack: ByteBuffer? = nil
+
+    public init(captureTypes: MessageTypeSet, maxCaptureLength: Int = 1 << 20, maxMessageLength: Int = 1 << 30) {
+        self.captureTypes = captureTypes
+        self.maxCaptureLength = maxCaptureLength
+        self.maxMessageLength = maxMessageLength
+    }
+
+    /// True when the stream is at a message boundary with nothing held back.
+    public var isAtBoundary: Bool { self.skipRemaining == 0 && self.heldBack == nil }
+
+    /// Joins `input` to whatever was held back from the previous read; scan the result from its reader index.
+    public mutating func join(_ input: ByteBuffer) -> ByteBuffer {
+        guard var held = self.heldBack else { return input }
+        self.heldBack = nil
+        held.writeImmutableBuffer(input)
+        return held
+    }
+
+    /// Advances `cursor` (start it at `buffer.readerIndex`) past the next message or body piece.
+    @inlinable
+    public mutating func next(in buffer: ByteBuffer, cursor: inout Int) throws(WireError) -> Step {
+        let end = buffer.writerIndex
+        while true {
+            if self.skipRemaining > 0 {
+                let skipped = min(self.skipRemaining, end - cursor)
+                cursor += skipped
+                self.skipRemaining -= skipped
+            }
+            if cursor == end { return .end(forwardableEnd: end) }
+            guard end - cursor >= 5 else { return self.holdBack(buffer, from: cursor) }
+            let type = buffer.getInteger(at: cursor, as: UInt8.self)!
+            let length = Int(buffer.getInteger(at: cursor + 1, as: Int32.self)!)
+            guard length >= 4 else { throw .invalidLength(type: type, length: length) }
+            guard length <= self.maxMessageLength else {
+                throw .messageTooLarge(type: type, length: length, limit: self.maxMessageLength)
+            }
+            let total = length + 1
+            let start = cursor
+            if self.captureTypes.contains(type) {
+                guard total <= self.maxCaptureLength else {
+                    throw .messageTooLarge(type: type, length: length, limit: self.maxCaptureLength)
+                }
+                guard end - cursor >= total else { return self.holdBack(buffer, from: cursor) }
+                cursor += total
+                return .message(type: type, start: start, body: buffer.getSlice(at: start + 5, length: length - 4))
+            }
+            let available = end - cursor
+            if available >= total {
+                cursor += total
+            } else {
+                self.skipRemaining = total - available
+                cursor = end
+            }
+            return .message(type: type, start: start, body: nil)
+        }
+    }
+
+    @usableFromInline
+    mutating func holdBack(_ buffer: ByteBuffer, from index: Int) -> Step {
+        self.heldBack = buffer.getSlice(at: index, length: buffer.writerIndex - index)
+        return .end(forwardableEnd: index)
+    }
+}

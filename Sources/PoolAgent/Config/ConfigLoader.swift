@@ -1,0 +1,316 @@
+// Reads the TOML file and validates every key, refusing unknown keys, wrong types and impossible values.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum ConfigLoader {
+    static let agentKeys: Set<String> = [
+        "listen", "unix_socket_dir", "unix_socket_port", "control_socket", "control_socket_mode",
+        "login_timeout", "shutdown_timeout", "log_level",
+    ]
+    static let poolKeys: Set<String> = [
+        "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
+        "reset_query", "server_settings",
+    ]
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Reads and validates `path`.
+    public static func load(path: String) throws(ConfigError) -> AgentConfiguration {
+        let text: String
+        do {
+            text = try readFile(path)
+        } catch {
+            throw ConfigError(file: path, key: "", reason: "cannot read the file: \(error)")
+        }
+        return try self.parse(text, file: path)
+    }
+
+    /// Validates TOML text; `file` is used in error messages.
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> AgentConfiguration {
+        let root = try ConfigValue.parse(toml: text, file: file)
+        var reader = Reader(file: file)
+        return try reader.read(root)
+    }
+
+    struct Reader {
+        let file: String
+
+        func error(_ key: String, _ reason: String) -> ConfigError {
+            ConfigError(file: self.file, key: key, reason: reason)
+        }
+
+        mutating func read(_ root: [(String, ConfigValue)]) throws(ConfigError) -> AgentConfiguration {
+            var agent: [(String, ConfigValue)] = []
+            var defaults: [(String, ConfigValue)] = []
+            var poolTables: [(String, ConfigValue)] = []
+            for (key, value) in root {
+                switch key {
+                case "agent": agent = try self.table(value, key)
+                case "defaults": defaults = try self.table(value, key)
+                case "pools": poolTables = try self.table(value, key)
+                default: throw self.error(key, "unknown section; expected agent, defaults or pools")
+                }
+            }
+            try self.rejectUnknown(agent, allowed: Self.agentKeysSorted, in: "agent")
+            try self.rejectUnknown(defaults, allowed: Self.poolKeysSorted.filter { $0 != "upstream" }, in: "defaults")
+
+            var listen: [AgentConfiguration.Listen] = []
+            switch self.lookup(agent, "listen") {
+            case nil: listen = [.init(host: "127.0.0.1", port: 6432)]
+            case .string(let text)?: listen = [try self.listenAddress(text, "agent.listen")]
+            case .array(let items)?:
+                for (index, item) in items.enumerated() {
+                    guard case .string(let text) = item else {
+                        throw self.error("agent.listen[\(index)]", "expected a string such as \"127.0.0.1:6432\", found \(item.typeName)")
+                    }
+                    listen.append(try self.listenAddress(text, "agent.listen[\(index)]"))
+                }
+            case let other?: throw self.error("agent.listen", "expected an array of \"host:port\" strings, found \(other.typeName)")
+            }
+            let unixDirectory = try self.optionalString(agent, "unix_socket_dir", "agent")
+            let unixPort = try self.optionalInteger(agent, "unix_socket_port", "agent", range: 1...65535)
+                ?? listen.first?.port ?? 6432
+            if listen.isEmpty && unixDirectory == nil {
+                throw self.error("agent.listen", "no TCP listener and no unix_socket_dir: clients could not connect")
+            }
+            if let unixDirectory, unixDirectory.utf8.count + 20 > 107 {
+                throw self.error("agent.unix_socket_dir", "path too long for a Unix socket name")
+            }
+            let controlSocket = try self.optionalString(agent, "control_socket", "agent") ?? "/run/poolagent/poolagent.sock"
+            if controlSocket.utf8.count > 107 || controlSocket.isEmpty {
+                throw self.error("agent.control_socket", "must be a non-empty path of at most 107 bytes")
+            }
+            let controlMode = try self.fileMode(agent, "control_socket_mode") ?? 0o600
+            let loginTimeout = try self.duration(agent, "login_timeout", "agent", positive: true) ?? .seconds(60)
+            let shutdownTimeout = try self.duration(agent, "shutdown_timeout", "agent", positive: false) ?? .seconds(30)
+            let logLevel = try self.optionalString(agent, "log_level", "agent") ?? "info"
+            guard ConfigLoader.logLevels.contains(logLevel) else {
+                throw self.error("agent.log_level", "unknown level \"\(logLevel)\"; expected one of \(ConfigLoader.logLevels.joined(separator: ", "))")
+            }
+
+            var pools: [String: PoolSettings] = [:]
+            for (name, value) in poolTables {
+                let keyPath = "pools.\(name)"
+                guard !name.isEmpty, name.utf8.count < 64 else {
+                    throw self.error(keyPath, "a pool name must be a database name of 1 to 63 bytes")
+                }
+                let table = try self.table(value, keyPath)
+                try self.rejectUnknown(table, allowed: Self.poolKeysSorted, in: keyPath)
+                pools[name] = try self.pool(name: name, table: table, defaults: defaults)
+            }
+            if pools.isEmpty {
+                throw self.error("pools", "no pool is configured; add a [pools.<database>] table with an upstream")
+            }
+            return AgentConfiguration(
+                path: self.file,
+                listen: listen,
+                unixSocketDirectory: unixDirectory,
+                unixSocketPort: unixPort,
+                controlSocket: controlSocket,
+                controlSocketMode: controlMode,
+                loginTimeout: loginTimeout,
+                shutdownTimeout: shutdownTimeout,
+                logLevel: logLevel,
+                pools: pools
+            )
+        }
+
+        static let agentKeysSorted = ConfigLoader.agentKeys.sorted()
+        static let poolKeysSorted = ConfigLoader.poolKeys.sorted()
+
+        func pool(name: String, table: [(String, ConfigValue)], defaults: [(String, ConfigValue)]) throws(ConfigError) -> PoolSettings {
+            let keyPath = "pools.\(name)"
+            // A key set on the pool wins; otherwise [defaults]; errors name where the value came from.
+            func source(_ key: String) -> (value: ConfigValue, section: String)? {
+                if let value = self.lookup(table, key) { return (value, keyPath) }
+                if let value = self.lookup(defaults, key) { return (value, "defaults") }
+                return nil
+            }
+            func merged(_ key: String) -> ([(String, ConfigValue)], String) {
+                if let found = source(key) { return ([(key, found.value)], found.section) }
+                return ([], keyPath)
+            }
+
+            guard let upstreamValue = self.lookup(table, "upstream") else {
+                throw self.error("\(keyPath).upstream", "missing; set a libpq conninfo such as \"host=/var/run/postgresql dbname=\(name)\"")
+            }
+            guard case .string(let upstream) = upstreamValue else {
+                throw self.error("\(keyPath).upstream", "expected a string, found \(upstreamValue.typeName)")
+            }
+            do {
+                _ = try UpstreamConninfo(parsing: upstream)
+            } catch {
+                throw self.error("\(keyPath).upstream", error.description)
+            }
+
+            var (values, section) = merged("mode")
+            let modeText = try self.optionalString(values, "mode", section) ?? "session"
+            guard let mode = PoolMode(rawValue: modeText) else {
+                throw self.error("\(section).mode", "unknown mode \"\(modeText)\"; expected \"session\" or \"transaction\"")
+            }
+            if mode == .transaction {
+                throw self.error("\(section).mode", "transaction pooling is not available in this version; use \"session\"")
+            }
+            (values, section) = merged("size")
+            if case .string(let text)? = self.lookup(values, "size") {
+                throw self.error("\(section).size", "expected a whole number of connections, found \"\(text)\"")
+            }
+            let size = try self.optionalInteger(values, "size", section, range: 1...10_000) ?? 10
+            (values, section) = merged("min_idle")
+            let minIdle = try self.optionalInteger(values, "min_idle", section, range: 0...10_000) ?? 0
+            if minIdle > size {
+                throw self.error("\(section).min_idle", "\(minIdle) is larger than the pool size \(size)")
+            }
+            (values, section) = merged("max_overflow")
+            let maxOverflow = try self.optionalInteger(values, "max_overflow", section, range: 0...10_000) ?? 0
+            (values, section) = merged("wait_timeout")
+            let waitTimeout = try self.duration(values, "wait_timeout", section, positive: true) ?? .seconds(30)
+            (values, section) = merged("connect_timeout")
+            let connectTimeout = try self.duration(values, "connect_timeout", section, positive: true) ?? .seconds(10)
+            (values, section) = merged("reset_query")
+            let resetQuery = try self.optionalString(values, "reset_query", section) ?? "DISCARD ALL"
+            if resetQuery.contains("\0") {
+                throw self.error("\(section).reset_query", "must not contain a NUL character")
+            }
+            (values, section) = merged("server_settings")
+            var serverSettings: [(String, String)] = []
+            if let value = self.lookup(values, "server_settings") {
+                for (setting, settingValue) in try self.table(value, "\(section).server_settings") {
+                    let settingKey = "\(section).server_settings.\(setting)"
+                    guard Self.isSettingName(setting) else {
+                        throw self.error(settingKey, "not a valid PostgreSQL setting name")
+                    }
+                    switch settingValue {
+                    case .string(let text) where !text.contains("\0"): serverSettings.append((setting, text))
+                    case .integer(let number): serverSettings.append((setting, String(number)))
+                    case .float(let number): serverSettings.append((setting, String(number)))
+                    case .boolean(let flag): serverSettings.append((setting, flag ? "on" : "off"))
+                    default: throw self.error(settingKey, "expected a string, number or boolean, found \(settingValue.typeName)")
+                    }
+                }
+            }
+            return PoolSettings(
+                name: name,
+                upstream: upstream,
+                mode: mode,
+                size: size,
+                minIdle: minIdle,
+                maxOverflow: maxOverflow,
+                waitTimeout: waitTimeout,
+                connectTimeout: connectTimeout,
+                resetQuery: resetQuery,
+                serverSettings: serverSettings
+            )
+        }
+
+        static func isSettingName(_ name: String) -> Bool {
+            guard let first = name.unicodeScalars.first, first == "_" || first.properties.isAlphabetic else { return false }
+            return name.unicodeScalars.allSatisfy { $0 == "_" || $0 == "." || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) }
+        }
+
+        func lookup(_ table: [(String, ConfigValue)], _ key: String) -> ConfigValue? {
+            table.first { $0.0 == key }?.1
+        }
+
+        func table(_ value: ConfigValue, _ key: String) throws(ConfigError) -> [(String, ConfigValue)] {
+            guard case .table(let entries) = value else { throw self.error(key, "expected a table, found \(value.typeName)") }
+            return entries
+        }
+
+        func rejectUnknown(_ table: [(String, ConfigValue)], allowed: [String], in section: String) throws(ConfigError) {
+            for (key, _) in table where !allowed.contains(key) {
+                throw self.error("\(section).\(key)", "unknown key; expected one of \(allowed.joined(separator: ", "))")
+            }
+        }
+
+        func optionalString(_ table: [(String, ConfigValue)], _ key: String, _ section: String) throws(ConfigError) -> String? {
+            guard let value = self.lookup(table, key) else { return nil }
+            guard case .string(let text) = value else { throw self.error("\(section).\(key)", "expected a string, found \(value.typeName)") }
+            return text
+        }
+
+        func optionalInteger(_ table: [(String, ConfigValue)], _ key: String, _ section: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+            guard let value = self.lookup(table, key) else { return nil }
+            guard case .integer(let number) = value else { throw self.error("\(section).\(key)", "expected an integer, found \(value.typeName)") }
+            guard range.contains(number) else {
+                throw self.error("\(section).\(key)", "\(number) is out of range; allowed \(range.lowerBound) to \(range.upperBound)")
+            }
+            return number
+        }
+
+        func duration(_ table: [(String, ConfigValue)], _ key: String, _ section: String, positive: Bool) throws(ConfigError) -> Duration? {
+            guard let value = self.lookup(table, key) else { return nil }
+            let parsed: Duration?
+            switch value {
+            case .integer(let seconds): parsed = seconds >= 0 ? .seconds(seconds) : nil
+            case .string(let text): parsed = DurationParser.parse(text)
+            default: throw self.error("\(section).\(key)", "expected a duration such as \"30s\" or \"500ms\", found \(value.typeName)")
+            }
+            guard let parsed else {
+                throw self.error("\(section).\(key)", "not a valid non-negative duration; use a number with ms, s, m, h or d, such as \"30s\"")
+            }
+            if positive && parsed == .zero {
+                throw self.error("\(section).\(key)", "must be greater than zero")
+            }
+            return parsed
+        }
+
+        func fileMode(_ table: [(String, ConfigValue)], _ key: String) throws(ConfigError) -> Int? {
+            guard let value = self.lookup(table, key) else { return nil }
+            guard case .string(let text) = value, let mode = Int(text, radix: 8), (0...0o777).contains(mode) else {
+                throw self.error("agent.\(key)", "expected an octal mode string such as \"0600\"")
+            }
+            return mode
+        }
+
+        func listenAddress(_ text: String, _ key: String) throws(ConfigError) -> AgentConfiguration.Listen {
+            var host: Substring
+            let portText: Substring
+            if text.hasPrefix("[") {
+                guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                    throw self.error(key, "expected \"[address]:port\", found \"\(text)\"")
+                }
+                host = text[text.index(after: text.startIndex)..<close]
+                portText = text[text.index(close, offsetBy: 2)...]
+            } else {
+                guard let colon = text.lastIndex(of: ":") else {
+                    throw self.error(key, "expected \"host:port\", found \"\(text)\"")
+                }
+                host = text[..<colon]
+                portText = text[text.index(after: colon)...]
+            }
+            if host == "*" { host = "0.0.0.0" }
+            guard !host.isEmpty, let port = Int(portText), (1...65535).contains(port) else {
+                throw self.error(key, "expected \"host:port\" with a port from 1 to 65535, found \"\(text)\"")
+            }
+            return .init(host: String(host), port: port)
+        }
+    }
+}
+
+/// Reads a whole file with POSIX calls; the agent does not depend on Foundation.
+func readFile(_ path: String) throws -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw SystemError(call: "open", errno: errno) }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw SystemError(call: "read", errno: errno)
+        }
+        if count == 0 { break }
+        bytes.append(contentsOf: chunk[0..<count])
+        guard bytes.count <= 16 << 20 else { throw SystemError(call: "read", errno: EFBIG) }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+struct SystemError: Error, CustomStringConvertible {
+    var call: String
+    var errno: Int32
+    var description: String { String(cString: strerror(self.errno)) }
+}
