@@ -1,0 +1,183 @@
+// Starts and stops the agent: listeners, pools, the control socket and signal handling.
+
+import Dispatch
+import Logging
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum PoolAgentVersion {
+    public static let current = "0.1.0"
+}
+
+/// The running agent. `run()` blocks until the agent has stopped.
+public final class Agent: @unchecked Sendable {  // Mutable state is touched only on the event loop after start.
+    private let configuration: AgentConfiguration
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let threadPool: NIOThreadPool
+    private let runtime: AgentRuntime
+    private var listeners: [any Channel] = []
+    private var controlChannel: (any Channel)?
+    private var signalSources: [any DispatchSourceSignal] = []
+    private let stopped: EventLoopPromise<Void>
+    private var stopping = false
+    private var stoppedMarked = false
+
+    public init(configuration: AgentConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        // One event loop carries all client and server traffic, like PgBouncer: pool state needs no locks.
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // Blocking libpq connects and cancels run here, never on the event loop.
+        self.threadPool = NIOThreadPool(numberOfThreads: 8)
+        self.threadPool.start()
+        let loop = self.group.next()
+        self.runtime = try AgentRuntime(configuration: configuration, eventLoop: loop, threadPool: self.threadPool, logger: logger)
+        self.stopped = loop.makePromise()
+    }
+
+    /// Binds everything, serves until a signal or `shutdown` stops it, then releases all resources.
+    public func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            try self.bind()
+        } catch {
+            self.closeListeners()
+            try? self.threadPool.syncShutdownGracefully()
+            try? self.group.syncShutdownGracefully()
+            throw error
+        }
+        self.installSignalHandlers()
+        self.runtime.eventLoop.execute { self.runtime.start() }
+        self.logger.info("poolagent \(PoolAgentVersion.current) ready", metadata: [
+            "listen": "\(self.configuration.listen.map(\.description).joined(separator: ","))",
+            "unix_socket": "\(self.unixSocketPath ?? "none")",
+            "control_socket": "\(self.configuration.controlSocket)",
+            "pools": "\(self.configuration.pools.keys.sorted().joined(separator: ","))",
+        ])
+        try? self.stopped.futureResult.wait()
+        for source in self.signalSources { source.cancel() }
+        try? self.controlChannel?.close().wait()
+        unlink(self.configuration.controlSocket)
+        if let path = self.unixSocketPath { unlink(path) }
+        try? self.threadPool.syncShutdownGracefully()
+        try? self.group.syncShutdownGracefully()
+        self.logger.info("poolagent stopped")
+    }
+
+    var unixSocketPath: String? {
+        self.configuration.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(self.configuration.unixSocketPort)" }
+    }
+
+    // MARK: Binding
+
+    private func bind() throws {
+        let runtime = self.runtime
+        let bootstrap = ServerBootstrap(group: self.group)
+            .serverChannelOption(ChannelOptions.backlog, value: 4096)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(runtime.makeClientSession())
+                }
+            }
+        for address in self.configuration.listen {
+            do {
+                self.listeners.append(try bootstrap.bind(host: address.host, port: address.port).wait())
+            } catch {
+                throw AgentStartError("cannot listen on \(address): \(error)")
+            }
+        }
+        if let path = self.unixSocketPath {
+            try UnixSocketPath.prepare(path, what: "Unix socket")
+            do {
+                self.listeners.append(try bootstrap.bind(unixDomainSocketPath: path).wait())
+            } catch {
+                throw AgentStartError("cannot listen on Unix socket \(path): \(error)")
+            }
+            chmod(path, 0o777)
+        }
+        let controlPath = self.configuration.controlSocket
+        try UnixSocketPath.prepare(controlPath, what: "control socket")
+        let control = ControlService(runtime: runtime, agent: self)
+        // The socket is created with the configured mode: no window where it is wider.
+        let oldMask = umask(0o777 & ~mode_t(self.configuration.controlSocketMode))
+        defer { umask(oldMask) }
+        do {
+            self.controlChannel = try ServerBootstrap(group: self.group)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ControlConnectionHandler(service: control))
+                    }
+                }
+                .bind(unixDomainSocketPath: controlPath).wait()
+        } catch {
+            throw AgentStartError("cannot listen on control socket \(controlPath): \(error)")
+        }
+    }
+
+    private func closeListeners() {
+        for listener in self.listeners { listener.close(promise: nil) }
+        self.listeners.removeAll()
+    }
+
+    // MARK: Stopping
+
+    private func installSignalHandlers() {
+        let queue = DispatchQueue(label: "poolagent.signals")
+        for (number, action) in [(SIGTERM, ShutdownMode.graceful), (SIGINT, .immediate)] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { [self] in
+                self.logger.notice("signal received, shutting down", metadata: ["signal": "\(number)", "mode": "\(action)"])
+                self.shutdown(action)
+            }
+            source.resume()
+            self.signalSources.append(source)
+        }
+    }
+
+    enum ShutdownMode: String {
+        case graceful, immediate
+    }
+
+    /// Graceful: stop accepting, let sessions end until `shutdown_timeout`, then terminate the rest.
+    /// Immediate: terminate every client and server now.
+    func shutdown(_ mode: ShutdownMode) {
+        let loop = self.runtime.eventLoop
+        loop.execute { [self] in
+            if self.stopping && mode == .graceful { return }
+            self.stopping = true
+            self.closeListeners()
+            self.runtime.onDrained = { [self] in self.markStopped() }
+            switch mode {
+            case .graceful:
+                self.runtime.beginShutdown()
+                loop.scheduleTask(in: self.configuration.shutdownTimeout.timeAmount) { [self] in
+                    self.runtime.terminateAll(reason: "shutting down")
+                    self.finishSoon()
+                }
+            case .immediate:
+                self.runtime.terminateAll(reason: "shutting down")
+                self.finishSoon()
+            }
+        }
+    }
+
+    private func markStopped() {
+        guard !self.stoppedMarked else { return }
+        self.stoppedMarked = true
+        self.stopped.succeed(())
+    }
+
+    /// Gives closing sockets a moment to flush their last FATAL, then stops regardless.
+    private func finishSoon() {
+        self.runtime.checkDrained()
+        self.runtime.eventLoop.scheduleTask(in: .seconds(2)) { [self] in self.markStopped() }
+    }
+}

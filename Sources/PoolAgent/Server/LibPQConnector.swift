@@ -1,0 +1,118 @@
+// Opens server connections with libpq (blocking, on a worker thread) and hands back a plain socket for NIO.
+
+import CLibPQ
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A logged-in libpq connection whose socket now belongs to the event loop.
+///
+/// After the hand-off no libpq I/O function is called; the `PGconn` stays alive only for its cancel key,
+/// backend pid and `PQfinish` at teardown (which also sends Terminate).
+final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, then used only on the agent's event loop.
+    private var connection: OpaquePointer?
+    let backendPID: Int32
+    let cancelHandle: CancelHandle?
+    /// A duplicate of libpq's socket, owned by NIO once registered.
+    let socket: CInt
+    /// ParameterStatus values libpq collected during login.
+    let parameters: [String: String]
+
+    fileprivate init(connection: OpaquePointer, socket: CInt) {
+        self.connection = connection
+        self.socket = socket
+        self.backendPID = PQbackendPID(connection)
+        self.cancelHandle = PQgetCancel(connection).map(CancelHandle.init)
+        var parameters: [String: String] = [:]
+        for name in ReportedParameters.all {
+            if let value = PQparameterStatus(connection, name) {
+                parameters[name] = String(cString: value)
+            }
+        }
+        self.parameters = parameters
+    }
+
+    /// Frees libpq's side; call after the NIO channel has closed.
+    func finish() {
+        if let connection = self.connection {
+            self.connection = nil
+            PQfinish(connection)
+        }
+    }
+
+    deinit { self.finish() }
+}
+
+/// libpq's cancel handle; thread-safe to use from any thread, freed when the last reference goes.
+final class CancelHandle: @unchecked Sendable {  // PQcancel is documented as thread-safe; the pointer is immutable.
+    private let pointer: OpaquePointer
+
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+
+    /// Sends a CancelRequest on a new connection (blocking); returns libpq's error text on failure.
+    func cancel() -> String? {
+        var message = [CChar](repeating: 0, count: 256)
+        let sent = message.withUnsafeMutableBufferPointer { PQcancel(self.pointer, $0.baseAddress, Int32($0.count)) }
+        return sent == 1 ? nil : message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    deinit { PQfreeCancel(self.pointer) }
+}
+
+/// Parameters PostgreSQL reports with ParameterStatus (GUC_REPORT), as of PostgreSQL 18.
+enum ReportedParameters {
+    static let all = [
+        "application_name", "client_encoding", "DateStyle", "default_transaction_read_only", "in_hot_standby",
+        "integer_datetimes", "IntervalStyle", "is_superuser", "scram_iterations", "search_path", "server_encoding",
+        "server_version", "session_authorization", "standard_conforming_strings", "TimeZone",
+    ]
+}
+
+enum LibPQConnector {
+    /// Connects and logs in (blocking). Returns the link, or libpq's error message with any password removed.
+    static func connect(parameters: [(String, String)]) -> Result<UpstreamLink, ConnectFailure> {
+        let keywords = parameters.map { strdup($0.0) } + [nil]
+        let values = parameters.map { strdup($0.1) } + [nil]
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        let connection: OpaquePointer? = keywords.withUnsafeBufferPointer { keywordPointers in
+            values.withUnsafeBufferPointer { valuePointers in
+                keywordPointers.withMemoryRebound(to: UnsafePointer<CChar>?.self) { keywordsConst in
+                    valuePointers.withMemoryRebound(to: UnsafePointer<CChar>?.self) { valuesConst in
+                        PQconnectdbParams(keywordsConst.baseAddress, valuesConst.baseAddress, 0)
+                    }
+                }
+            }
+        }
+        guard let connection else { return .failure(ConnectFailure(message: "out of memory creating a libpq connection")) }
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = Self.errorMessage(connection, parameters: parameters)
+            PQfinish(connection)
+            return .failure(ConnectFailure(message: message))
+        }
+        let duplicate = fcntl(PQsocket(connection), F_DUPFD_CLOEXEC, 0)
+        guard duplicate >= 0 else {
+            let reason = String(cString: strerror(errno))
+            PQfinish(connection)
+            return .failure(ConnectFailure(message: "cannot duplicate the server socket: \(reason)"))
+        }
+        return .success(UpstreamLink(connection: connection, socket: duplicate))
+    }
+
+    private static func errorMessage(_ connection: OpaquePointer, parameters: [(String, String)]) -> String {
+        var message = String(cString: PQerrorMessage(connection)).trimmingWhitespace()
+        if message.isEmpty { message = "connection to the upstream failed" }
+        for (keyword, value) in parameters where keyword == "password" && value.count >= 1 {
+            message = message.replacingAll(value, with: "********")
+        }
+        // libpq joins multi-host attempts with newlines; one line reads better in logs and ErrorResponse.
+        return message.split(whereSeparator: \.isNewline).map { $0.trimmingWhitespace() }.joined(separator: "; ")
+    }
+}
+
+struct ConnectFailure: Error, Sendable {
+    var message: String
+}

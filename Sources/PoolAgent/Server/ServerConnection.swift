@@ -1,0 +1,239 @@
+// One PostgreSQL server connection after login: forwards bytes to its client and runs the agent's own queries.
+
+import Logging
+import NIOCore
+import PGWire
+
+/// A server connection on the agent's event loop.
+///
+/// Bytes from the server are scanned in place (ReadyForQuery, ParameterStatus, ErrorResponse) and forwarded
+/// whole to the linked client. While the agent runs its own queries (reset, parameter sync) the responses are
+/// swallowed until the last ReadyForQuery.
+final class ServerConnection: @unchecked Sendable {  // Confined to the agent's event loop.
+    enum State: String {
+        case opening, idle, linked, resetting, closed
+    }
+
+    private struct InternalQuery {
+        var firstError: ErrorResponse?
+        var completion: (ErrorResponse?) -> Void
+    }
+
+    let id: Int
+    unowned let pool: Pool
+    let link: UpstreamLink
+    private(set) var channel: (any Channel)!
+    let createdAt: ContinuousClock.Instant
+    var lastUsedAt: ContinuousClock.Instant
+    private(set) var state: State = .opening
+    /// Current ParameterStatus values of this backend.
+    private(set) var parameters: [String: String]
+    private(set) var transactionStatus: TransactionStatus = .idle
+    /// Queries, Syncs and FunctionCalls sent whose ReadyForQuery has not arrived yet.
+    var outstanding = 0
+    private var scanner = MessageScanner(
+        captureTypes: MessageTypeSet([BackendMessageID.readyForQuery, BackendMessageID.parameterStatus, BackendMessageID.errorResponse]),
+        maxCaptureLength: 8 << 20
+    )
+    private var internalQuery: InternalQuery?
+    private(set) weak var client: ClientSession?
+    private(set) var closeReason: String?
+    private let logger: Logger
+
+    init(id: Int, pool: Pool, link: UpstreamLink, logger: Logger) {
+        self.id = id
+        self.pool = pool
+        self.link = link
+        self.parameters = link.parameters
+        self.createdAt = .now
+        self.lastUsedAt = .now
+        var logger = logger
+        logger[metadataKey: LogKey.server] = "\(id)"
+        logger[metadataKey: LogKey.backendPID] = "\(link.backendPID)"
+        self.logger = logger
+    }
+
+    func attach(channel: any Channel) {
+        self.channel = channel
+        self.state = .idle
+    }
+
+    var backendPID: Int32 { self.link.backendPID }
+
+    // MARK: Linking
+
+    /// Gives this server to `client`; its bytes flow to the client from now on.
+    func link(to client: ClientSession) {
+        precondition(self.state == .idle, "linking a server that is \(self.state)")
+        self.state = .linked
+        self.client = client
+        self.lastUsedAt = .now
+    }
+
+    /// The client is done with this server. `clean` is false when the client stopped in the middle of a
+    /// message. The server is rolled back and reset, or closed when it is busy or in an unknown state.
+    func clientLeft(clean: Bool) {
+        guard self.state == .linked else { return }
+        self.client = nil
+        self.setReading(true)
+        guard clean, self.outstanding == 0, self.scanner.isAtBoundary, self.internalQuery == nil else {
+            self.pool.release(self, reusable: false, reason: "client left during a query")
+            return
+        }
+        var queries: [String] = []
+        if self.transactionStatus != .idle { queries.append("ROLLBACK") }
+        if !self.pool.settings.resetQuery.isEmpty { queries.append(self.pool.settings.resetQuery) }
+        guard !queries.isEmpty else {
+            self.state = .idle
+            self.pool.release(self, reusable: true, reason: nil)
+            return
+        }
+        self.state = .resetting
+        self.runInternal(queries) { [self] error in
+            if let error {
+                self.pool.release(self, reusable: false, reason: "reset failed: \(error.message)")
+            } else if self.transactionStatus != .idle {
+                self.pool.release(self, reusable: false, reason: "still \(self.transactionStatus) after reset")
+            } else {
+                self.state = .idle
+                self.pool.release(self, reusable: true, reason: nil)
+            }
+        }
+    }
+
+    // MARK: Agent queries
+
+    /// Sends simple queries whose responses the client must not see; `completion` gets the first error.
+    func runInternal(_ queries: [String], completion: @escaping (ErrorResponse?) -> Void) {
+        var buffer = self.channel.allocator.buffer(capacity: 64)
+        for query in queries { buffer.writeQuery(query) }
+        self.outstanding += queries.count
+        self.internalQuery = InternalQuery(firstError: nil, completion: completion)
+        self.channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    // MARK: Traffic
+
+    /// Client bytes for the server; already scanned by the client session.
+    func send(_ buffer: ByteBuffer) {
+        self.channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    var isWritable: Bool { self.channel.isWritable }
+
+    /// Pauses or resumes reading from the server, so a slow client holds back the server, not memory.
+    func setReading(_ on: Bool) {
+        guard let channel = self.channel else { return }
+        _ = channel.setOption(ChannelOptions.autoRead, value: on)
+    }
+
+    func received(_ input: ByteBuffer) {
+        let buffer = self.scanner.join(input)
+        var cursor = buffer.readerIndex
+        var forwardableEnd = cursor
+        var internalDone = false
+        do {
+            scan: while true {
+                switch try self.scanner.next(in: buffer, cursor: &cursor) {
+                case .message(let type, _, var body?):
+                    switch type {
+                    case BackendMessageID.readyForQuery:
+                        self.transactionStatus = try TransactionStatus.decode(from: &body)
+                        self.outstanding = max(0, self.outstanding - 1)
+                        if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
+                    case BackendMessageID.parameterStatus:
+                        let status = try ParameterStatus.decode(from: &body)
+                        self.parameters[status.name] = status.value
+                    default:
+                        if self.internalQuery != nil, self.internalQuery?.firstError == nil {
+                            let error = try ErrorResponse.decode(from: &body)
+                            if error.severity == .error || error.severity == .fatal { self.internalQuery?.firstError = error }
+                        }
+                    }
+                case .message:
+                    continue
+                case .end(let end):
+                    forwardableEnd = end
+                    break scan
+                }
+            }
+        } catch {
+            self.close(reason: "protocol error from server: \(error)")
+            return
+        }
+        if self.internalQuery == nil {
+            if let client = self.client, forwardableEnd > buffer.readerIndex {
+                client.forwardFromServer(buffer.getSlice(at: buffer.readerIndex, length: forwardableEnd - buffer.readerIndex)!)
+            }
+        } else if internalDone, let query = self.internalQuery {
+            self.internalQuery = nil
+            query.completion(query.firstError)
+        }
+    }
+
+    // MARK: Closing
+
+    /// Records why the server will be closed, before the pool decides to close it.
+    func noteCloseReason(_ reason: String) {
+        if self.closeReason == nil { self.closeReason = reason }
+    }
+
+    /// Closes the connection for `reason`: the NIO channel first, then libpq's side.
+    func close(reason: String) {
+        guard self.state != .closed else { return }
+        if self.closeReason == nil { self.closeReason = reason }
+        if let channel = self.channel, channel.isActive {
+            channel.close(promise: nil)
+        } else {
+            self.channelClosed()
+        }
+    }
+
+    /// The channel is gone (closed by us or by the server).
+    func channelClosed() {
+        guard self.state != .closed else { return }
+        let previous = self.state
+        self.state = .closed
+        let reason = self.closeReason ?? "server closed the connection"
+        self.closeReason = reason
+        self.link.finish()
+        if previous == .linked || previous == .resetting || self.internalQuery != nil {
+            self.logger.info("server connection closed", metadata: [LogKey.reason: "\(reason)"])
+        } else {
+            self.logger.debug("server connection closed", metadata: [LogKey.reason: "\(reason)"])
+        }
+        let client = self.client
+        self.client = nil
+        self.internalQuery = nil
+        self.pool.serverClosed(self)
+        client?.serverClosed(reason: reason)
+    }
+}
+
+/// Feeds a server channel's events to its ServerConnection.
+final class ServerChannelHandler: ChannelInboundHandler, @unchecked Sendable {  // Confined to the agent's event loop.
+    typealias InboundIn = ByteBuffer
+
+    private let server: ServerConnection
+
+    init(server: ServerConnection) {
+        self.server = server
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.server.received(self.unwrapInboundIn(data))
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { self.server.client?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.server.channelClosed()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.server.close(reason: "server connection error: \(error)")
+    }
+}

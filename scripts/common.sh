@@ -1,0 +1,86 @@
+# Shared helpers for the project's scripts: packages, a throwaway PostgreSQL cluster, builds.
+# Sourced, not run.
+
+POOLAGENT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+POOLAGENT_PACKAGES=(libpq-dev libjansson-dev pkg-config postgresql postgresql-contrib pgbouncer)
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs what is missing with apt-get; does nothing when everything is there.
+ensure_packages() {
+    local missing=()
+    for package in "${POOLAGENT_PACKAGES[@]}" "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing: ${missing[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    command -v swift >/dev/null || die "swift is not on PATH (expected Swift 6 at /opt/swift)"
+}
+
+# The newest installed PostgreSQL server binaries.
+pg_bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$dir" ] || die "no PostgreSQL server binaries under /usr/lib/postgresql"
+    printf '%s\n' "$dir"
+}
+
+# Runs a command as the cluster's OS user: postgres when we are root (initdb refuses root).
+as_pg_user() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A directory the cluster's OS user can reach: $1 when it can, else a new one under /tmp.
+pg_reachable_dir() {
+    local wanted=$1
+    mkdir -p "$wanted"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres:postgres "$wanted"
+        if ! runuser -u postgres -- test -w "$wanted"; then
+            wanted=$(mktemp -d /tmp/poolagent-pg.XXXXXX)
+            chown postgres:postgres "$wanted"
+        fi
+    fi
+    printf '%s\n' "$wanted"
+}
+
+# start_cluster DIR PORT: initialises (once) and starts a trust-auth cluster with its socket in DIR/run.
+start_cluster() {
+    local dir=$1 port=$2 bindir
+    bindir=$(pg_bindir)
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        as_pg_user mkdir -p "$dir/data" "$dir/run"
+        as_pg_user "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+            || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+        cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir/run'
+max_connections = 300
+shared_buffers = 128MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+log_min_messages = warning
+CONF
+    fi
+    as_pg_user mkdir -p "$dir/run"
+    if ! as_pg_user "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null \
+            || { tail -n 20 "$dir/postgres.log" >&2; die "PostgreSQL did not start"; }
+    fi
+}
+
+stop_cluster() {
+    local dir=$1
+    [ -f "$dir/data/PG_VERSION" ] || return 0
+    as_pg_user "$(pg_bindir)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
