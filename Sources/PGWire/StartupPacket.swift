@@ -12,14 +12,14 @@ public enum StartupPacket: Equatable, Sendable {
     public static let sslRequestCode: Int32 = 80_877_103
     public static let gssEncRequestCode: Int32 = 80_877_104
     public static let cancelRequestCode: Int32 = 80_877_102
-    /// PostgreSQL's own limit on a startup packet.
+    /// PostgreSQL's own limit on a startup packet, counted without its 4-byte length word.
     public static let maximumLength = 10_000
 
     /// Decodes one packet from the front of `buffer`; returns nil while it is incomplete.
     public static func decode(from buffer: inout ByteBuffer) throws(StartupError) -> StartupPacket? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: Int32.self) else { return nil }
         guard length >= 8 else { throw .invalidLength(Int(length)) }
-        guard length <= Self.maximumLength else { throw .tooLarge(Int(length)) }
+        guard length - 4 <= Self.maximumLength else { throw .tooLarge(Int(length) - 4) }
         guard buffer.readableBytes >= Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
         var body = buffer.readSlice(length: Int(length) - 4)!

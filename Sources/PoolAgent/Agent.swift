@@ -47,6 +47,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
             try self.bind()
         } catch {
             self.closeListeners()
+            self.markStopped()
             try? self.threadPool.syncShutdownGracefully()
             try? self.group.syncShutdownGracefully()
             throw error

@@ -23,6 +23,7 @@ struct FIFOQueue<Element> {
         self.storage[self.head] = nil
         self.head += 1
         self.count -= 1
+        self.skipRemovedMutating()
         self.compact()
         return element
     }

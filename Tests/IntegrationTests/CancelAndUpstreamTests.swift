@@ -1,0 +1,104 @@
+// Cancel requests through the agent, unreachable upstreams, and shutdown by signal.
+
+import Foundation
+import Testing
+
+extension Integration {
+    @Suite struct CancelAndUpstream {
+        @Test func cancelReachesOnlyTheClientsServer() throws {
+            let upstream = try Upstream.role("pa_cancel")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                size = 2
+                """)
+            let sleeper = try PGConnection(agent.conninfo())
+            let bystander = try PGConnection(agent.conninfo())
+            try bystander.sendQuery("SELECT pg_sleep(1.5), 'bystander'")
+            try sleeper.sendQuery("SELECT pg_sleep(30)")
+            usleep(300_000)
+            let started = Date()
+            #expect(sleeper.cancel())
+            #expect {
+                _ = try sleeper.finishQuery()
+            } throws: { ($0 as? PGError)?.sqlState == "57014" }
+            #expect(Date().timeIntervalSince(started) < 5)
+            #expect(try bystander.finishQuery().first?[1] == "bystander", "the other client's query was not cancelled")
+            #expect(try sleeper.value("SELECT 'after cancel'") == "after cancel")
+        }
+
+        @Test func cancelWithAWrongKeyDoesNothing() throws {
+            let upstream = try Upstream.role("pa_badcancel")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                size = 1
+                """)
+            let client = try PGConnection(agent.conninfo())
+            try client.sendQuery("SELECT pg_sleep(1), 'finished'")
+            usleep(200_000)
+            let raw = try RawConnection(port: agent.port)
+            raw.send(RawConnection.int32(16) + RawConnection.int32(80_877_102) + RawConnection.int32(client.keyPID) + RawConnection.int32(12345))
+            #expect(raw.readUntilClosed().closed)
+            #expect(try client.finishQuery().first?[1] == "finished")
+        }
+
+        @Test func unreachableUpstreamGets08006AndOtherPoolsKeepServing() throws {
+            let good = try Upstream.role("pa_good")
+            let deadPort = try AgentProcess.freePort()
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(good)"
+                size = 1
+
+                [pools.dead]
+                upstream = "host=127.0.0.1 port=\(deadPort) user=nobody password=hunter2 dbname=dead"
+                size = 1
+                connect_timeout = "2s"
+                """)
+            let raw = try RawConnection(port: agent.port)
+            raw.send(RawConnection.startupPacket([("user", "postgres"), ("database", "dead")]))
+            let error = RawConnection.firstError(in: raw.readUntilClosed().bytes)
+            #expect(error?.sqlState == "08006")
+            #expect(error?.message?.contains("pool \"dead\"") == true)
+            #expect(error?.message?.contains("refused") == true, "libpq's reason is passed on: \(error?.message ?? "")")
+            #expect(error?.message?.contains("hunter2") == false)
+            #expect(!agent.log.contains("hunter2"), "the password never reaches the log")
+            #expect(try PGConnection(agent.conninfo()).value("SELECT 'alive'") == "alive")
+        }
+
+        @Test func sigtermLetsSessionsFinishThenStops() throws {
+            let upstream = try Upstream.role("pa_sigterm")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                size = 2
+                """)
+            let client = try PGConnection(agent.conninfo())
+            agent.signal(SIGTERM)
+            usleep(300_000)
+            #expect(try client.value("SELECT 'still here'") == "still here", "graceful shutdown lets the session go on")
+            #expect(throws: PGError.self, "no new clients during shutdown") { _ = try PGConnection(agent.conninfo()) }
+            client.close()
+            #expect(agent.waitForExit(timeout: 10) == 0)
+            #expect(try eventually { try Upstream.connections(of: "pa_sigterm") == 0 })
+        }
+
+        @Test func sigintStopsAtOnce() throws {
+            let upstream = try Upstream.role("pa_sigint")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                size = 2
+                """)
+            let client = try PGConnection(agent.conninfo())
+            try client.sendQuery("SELECT pg_sleep(30)")
+            usleep(200_000)
+            let started = Date()
+            agent.signal(SIGINT)
+            #expect(agent.waitForExit(timeout: 10) == 0)
+            #expect(Date().timeIntervalSince(started) < 5)
+            #expect(throws: PGError.self) { _ = try client.finishQuery() }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+// The poolagent and poolctl command lines: --check, one-line config errors, control socket answers.
+
+import Foundation
+import Testing
+
+extension Integration {
+    @Suite struct CommandLine {
+        static func check(_ toml: String) throws -> (status: Int32, output: String, file: String) {
+            let file = NSTemporaryDirectory() + "poolagent-check-\(UUID().uuidString.prefix(8)).toml"
+            try toml.write(toFile: file, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let result = try Shell.run(TestEnvironment.agentBinary, ["--check", "--config", file])
+            return (result.status, result.output, file)
+        }
+
+        @Test func checkAcceptsAValidFile() throws {
+            let result = try Self.check("""
+                [pools.app]
+                upstream = "host=/tmp dbname=app"
+                size = 4
+                """)
+            #expect(result.status == 0, "\(result.output)")
+        }
+
+        @Test(arguments: [
+            ("[pools.app]\nupstream = \"host=/tmp\"\nsise = 4\n", "pools.app.sise", "unknown key"),
+            ("[pools.app]\nupstream = \"host=/tmp\"\nsize = \"four\"\n", "pools.app.size", "whole number"),
+            ("[pools.app]\nupstream = \"host=/tmp\"\nsize = 0\n", "pools.app.size", "out of range"),
+            ("[pools.app]\nupstream = \"host=/tmp\"\nwait_timeout = \"-3s\"\n", "pools.app.wait_timeout", "duration"),
+            ("[pools.app]\nupstream = \"host=/tmp sslmode=require\"\n", "pools.app.upstream", "TLS"),
+            ("[agent]\nlisten = [\"127.0.0.1:99999\"]\n[pools.app]\nupstream = \"host=/tmp\"\n", "agent.listen[0]", "port"),
+        ])
+        func checkRejectsBadFilesWithOneLine(toml: String, key: String, reason: String) throws {
+            let result = try Self.check(toml)
+            #expect(result.status != 0)
+            let lines = result.output.split(separator: "\n")
+            #expect(lines.count == 1, "one line: \(result.output)")
+            #expect(result.output.contains(result.file))
+            #expect(result.output.contains(key))
+            #expect(result.output.contains(reason))
+        }
+
+        @Test func poolctlReadsStatsFromTheControlSocket() throws {
+            let upstream = try Upstream.role("pa_poolctl")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                size = 3
+                """)
+            let client = try PGConnection(agent.conninfo())
+            #expect(try client.value("SELECT 1") == "1")
+            let result = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "stats", "--json"])
+            #expect(result.status == 0, "\(result.output)")
+            #expect(result.output.contains("\"name\":\"postgres\""))
+            #expect(result.output.contains("\"active\":1"))
+            let missing = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket + ".missing", "version"])
+            #expect(missing.status == 3)
+            let unknown = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "call", "no-such-method"])
+            #expect(unknown.status == 1)
+        }
+
+        @Test func secondAgentOnALiveControlSocketRefusesToStart() throws {
+            let upstream = try Upstream.role("pa_twice")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                """)
+            let file = agent.directory.appendingPathComponent("second.toml").path
+            try """
+                [agent]
+                listen = ["127.0.0.1:\(try AgentProcess.freePort())"]
+                control_socket = "\(agent.controlSocket)"
+                [pools.postgres]
+                upstream = "\(upstream)"
+                """.write(toFile: file, atomically: true, encoding: .utf8)
+            let second = try Shell.run(TestEnvironment.agentBinary, ["--config", file])
+            #expect(second.status != 0)
+            #expect(second.output.contains("in use"), "\(second.output)")
+        }
+    }
+}

@@ -1,0 +1,102 @@
+// A small blocking libpq client for the tests: connect, query, cancel, observe.
+
+import CLibPQ
+import Foundation
+
+struct PGError: Error, CustomStringConvertible {
+    var message: String
+    var sqlState: String?
+    var description: String { "\(self.sqlState ?? "-----"): \(self.message)" }
+}
+
+final class PGConnection: @unchecked Sendable {  // Used by one thread at a time in the tests.
+    private var connection: OpaquePointer?
+
+    init(_ conninfo: String) throws {
+        let connection = PQconnectdb(conninfo)
+        guard let connection, PQstatus(connection) == CONNECTION_OK else {
+            let message = connection.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            if let connection { PQfinish(connection) }
+            throw PGError(message: message.trimmingCharacters(in: .whitespacesAndNewlines), sqlState: nil)
+        }
+        self.connection = connection
+    }
+
+    deinit { self.close() }
+
+    func close() {
+        if let connection = self.connection {
+            PQfinish(connection)
+            self.connection = nil
+        }
+    }
+
+    /// The pid from BackendKeyData: the agent's own key, not the server's pid.
+    var keyPID: Int32 { PQbackendPID(self.connection) }
+
+    func parameterStatus(_ name: String) -> String? {
+        PQparameterStatus(self.connection, name).map { String(cString: $0) }
+    }
+
+    /// Runs `sql` and returns the rows of the last result as text.
+    @discardableResult
+    func query(_ sql: String) throws -> [[String?]] {
+        guard let result = PQexec(self.connection, sql) else {
+            throw PGError(message: String(cString: PQerrorMessage(self.connection)), sqlState: nil)
+        }
+        defer { PQclear(result) }
+        return try Self.rows(of: result, connection: self.connection)
+    }
+
+    func value(_ sql: String) throws -> String? {
+        try self.query(sql).first?.first ?? nil
+    }
+
+    /// Starts a query without waiting; collect it with `finishQuery`.
+    func sendQuery(_ sql: String) throws {
+        guard PQsendQuery(self.connection, sql) == 1 else {
+            throw PGError(message: String(cString: PQerrorMessage(self.connection)), sqlState: nil)
+        }
+    }
+
+    func finishQuery() throws -> [[String?]] {
+        var rows: [[String?]] = []
+        var failure: PGError?
+        while let result = PQgetResult(self.connection) {
+            do {
+                rows = try Self.rows(of: result, connection: self.connection)
+            } catch let error as PGError {
+                failure = failure ?? error
+            }
+            PQclear(result)
+        }
+        if let failure { throw failure }
+        return rows
+    }
+
+    /// Sends a CancelRequest with the key this connection received.
+    func cancel() -> Bool {
+        guard let handle = PQgetCancel(self.connection) else { return false }
+        defer { PQfreeCancel(handle) }
+        var buffer = [CChar](repeating: 0, count: 256)
+        return PQcancel(handle, &buffer, 256) == 1
+    }
+
+    private static func rows(of result: OpaquePointer, connection: OpaquePointer?) throws -> [[String?]] {
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK:
+            return (0..<PQntuples(result)).map { row in
+                (0..<PQnfields(result)).map { column in
+                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                }
+            }
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return []
+        default:
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+                ?? String(cString: PQerrorMessage(connection))
+            throw PGError(message: message, sqlState: state)
+        }
+    }
+}

@@ -1,0 +1,38 @@
+// Where the integration tests find PostgreSQL and the agent binary; under CI a missing piece fails the run.
+
+import Foundation
+import Testing
+
+enum TestEnvironment {
+    static let environment = ProcessInfo.processInfo.environment
+    static let isCI = environment["CI"] == "true"
+
+    /// Host (Unix socket directory) and port of the throwaway cluster started by scripts/test.
+    static let pgHost = environment["POOLAGENT_TEST_PGHOST"]
+    static let pgPort = environment["POOLAGENT_TEST_PGPORT"].flatMap(Int.init)
+
+    static var binaryDirectory: String {
+        if let directory = environment["POOLAGENT_TEST_BINARY_DIR"] { return directory }
+        let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        return packageRoot.appendingPathComponent(".build/debug").path
+    }
+
+    static var agentBinary: String { binaryDirectory + "/poolagent" }
+    static var poolctlBinary: String { binaryDirectory + "/poolctl" }
+
+    /// True when the suite can run; under CI a missing cluster or binary is an error, never a skip.
+    static var isAvailable: Bool {
+        let ready = pgHost != nil && pgPort != nil && FileManager.default.isExecutableFile(atPath: agentBinary)
+        if !ready && isCI {
+            Issue.record("integration tests need POOLAGENT_TEST_PGHOST, POOLAGENT_TEST_PGPORT and \(agentBinary); run scripts/test")
+            return true
+        }
+        return ready
+    }
+
+    /// A conninfo reaching the cluster directly as its superuser.
+    static var directConninfo: String {
+        "host=\(pgHost ?? "/nonexistent") port=\(pgPort ?? 5432) user=postgres dbname=postgres"
+    }
+}

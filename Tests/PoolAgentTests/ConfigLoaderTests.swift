@@ -1,0 +1,127 @@
+// The configuration file: defaults, inheritance from [defaults], and one precise error per bad key.
+
+import Testing
+@testable import PoolAgent
+
+@Suite struct ConfigLoaderTests {
+    func load(_ text: String) throws(ConfigError) -> AgentConfiguration {
+        try ConfigLoader.parse(text, file: "test.toml")
+    }
+
+    func error(_ text: String) -> ConfigError? {
+        do {
+            _ = try self.load(text)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test func minimalFileGetsDefaults() throws {
+        let config = try self.load("""
+            [pools.app]
+            upstream = "host=/tmp dbname=app"
+            """)
+        #expect(config.listen == [.init(host: "127.0.0.1", port: 6432)])
+        #expect(config.unixSocketDirectory == nil)
+        #expect(config.controlSocket == "/run/poolagent/poolagent.sock")
+        #expect(config.controlSocketMode == 0o600)
+        let pool = try #require(config.pools["app"])
+        #expect(pool.mode == .session)
+        #expect(pool.size == 10)
+        #expect(pool.minIdle == 0)
+        #expect(pool.maxOverflow == 0)
+        #expect(pool.waitTimeout == .seconds(30))
+        #expect(pool.resetQuery == "DISCARD ALL")
+    }
+
+    @Test func poolKeysOverrideDefaults() throws {
+        let config = try self.load("""
+            [agent]
+            listen = ["127.0.0.1:7000", "[::1]:7001", "*:7002"]
+            unix_socket_dir = "/tmp/pa"
+            control_socket_mode = "0660"
+
+            [defaults]
+            size = 20
+            wait_timeout = "1500ms"
+            max_overflow = 3
+
+            [pools.app]
+            upstream = "host=/tmp"
+            size = 5
+            min_idle = 2
+            server_settings = { jit = "off", work_mem = "32MB", random_page_cost = 1.1, enable_seqscan = false }
+
+            [pools.other]
+            upstream = "postgresql://u@localhost:5433/other"
+            """)
+        #expect(config.listen.map(\.description) == ["127.0.0.1:7000", "[::1]:7001", "0.0.0.0:7002"])
+        #expect(config.unixSocketPort == 7000)
+        #expect(config.controlSocketMode == 0o660)
+        let app = try #require(config.pools["app"])
+        #expect(app.size == 5)
+        #expect(app.minIdle == 2)
+        #expect(app.maxOverflow == 3)
+        #expect(app.waitTimeout == .milliseconds(1500))
+        // TOML tables carry no order; the agent applies settings in key order.
+        #expect(app.serverSettings.map { "\($0.0)=\($0.1)" }.sorted() == ["enable_seqscan=off", "jit=off", "random_page_cost=1.1", "work_mem=32MB"])
+        #expect(config.pools["other"]?.size == 20)
+    }
+
+    @Test(arguments: [
+        ("[agent]\nlisten_on = 1\n[pools.a]\nupstream = \"host=/tmp\"", "agent.listen_on", "unknown key"),
+        ("[pool.a]\nupstream = \"host=/tmp\"", "pool", "unknown section"),
+        ("[pools.a]\nupstream = 5", "pools.a.upstream", "expected a string"),
+        ("[pools.a]\nsize = 3", "pools.a.upstream", "missing"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nsize = -1", "pools.a.size", "out of range"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nsize = \"auto\"", "pools.a.size", "whole number"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nsize = 2\nmin_idle = 3", "pools.a.min_idle", "larger than the pool size"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nmax_overflow = 1.5", "pools.a.max_overflow", "expected an integer"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nwait_timeout = \"soon\"", "pools.a.wait_timeout", "duration"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nwait_timeout = 0", "pools.a.wait_timeout", "greater than zero"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nmode = \"statement\"", "pools.a.mode", "unknown mode"),
+        ("[defaults]\nsize = 0\n[pools.a]\nupstream = \"host=/tmp\"", "defaults.size", "out of range"),
+        ("[defaults]\nupstream = \"host=/tmp\"\n[pools.a]\nupstream = \"host=/tmp\"", "defaults.upstream", "unknown key"),
+        ("[pools.a]\nupstream = \"host=/tmp sslmode=require\"", "pools.a.upstream", "TLS"),
+        ("[pools.a]\nupstream = \"postgresql://h/db?sslmode=verify-full\"", "pools.a.upstream", "TLS"),
+        ("[pools.a]\nupstream = \"host=/tmp gssencmode=require\"", "pools.a.upstream", "TLS"),
+        ("[pools.a]\nupstream = \"host=/tmp nosuchoption=1\"", "pools.a.upstream", "invalid libpq conninfo"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nserver_settings = { \"bad name\" = 1 }", "pools.a.server_settings.bad name", "setting name"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nserver_settings = { jit = [1] }", "pools.a.server_settings.jit", "expected a string"),
+        ("[agent]\nlisten = [\"localhost\"]\n[pools.a]\nupstream = \"host=/tmp\"", "agent.listen[0]", "host:port"),
+        ("[agent]\nlog_level = \"loud\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.log_level", "unknown level"),
+        ("[agent]\ncontrol_socket_mode = \"rw\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.control_socket_mode", "octal"),
+        ("[agent]\n", "pools", "no pool"),
+    ])
+    func badKeysAreNamed(text: String, key: String, reason: String) throws {
+        let error = try #require(self.error(text))
+        #expect(error.file == "test.toml")
+        #expect(error.key == key)
+        #expect(error.reason.contains(reason), "\(error)")
+        #expect(!error.description.contains("\n"))
+    }
+
+    @Test func syntaxErrorsNameTheLine() throws {
+        let error = try #require(self.error("[pools.a]\nupstream = \"unterminated\n"))
+        #expect(error.description.hasPrefix("test.toml: TOML syntax error at line 2"))
+    }
+
+    @Test func transactionModeIsRefusedUntilItIsAvailable() throws {
+        let error = try #require(self.error("[pools.a]\nupstream = \"host=/tmp\"\nmode = \"transaction\""))
+        #expect(error.key == "pools.a.mode")
+    }
+
+    @Test(arguments: [
+        ("30s", Duration.seconds(30)), ("250ms", .milliseconds(250)), ("5m", .seconds(300)), ("1h", .seconds(3600)),
+        ("2d", .seconds(172_800)), ("1.5s", .milliseconds(1500)), ("7", .seconds(7)), (" 10 s ", .seconds(10)),
+    ])
+    func durationsParse(text: String, expected: Duration) {
+        #expect(DurationParser.parse(text) == expected)
+    }
+
+    @Test(arguments: ["", "s", "-1s", "1y", "abc", "1e999s"])
+    func badDurationsAreRejected(text: String) {
+        #expect(DurationParser.parse(text) == nil)
+    }
+}
