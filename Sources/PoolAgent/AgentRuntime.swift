@@ -13,7 +13,8 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     let logger: Logger
     private(set) var pools: [String: Pool] = [:]
     private(set) var clients: [Int: ClientSession] = [:]
-    private var cancelKeys: [CancelRequest: ClientSession] = [:]
+    /// Live clients by the process id of their BackendKeyData; the secret is checked on lookup.
+    private var cancelKeys: [Int32: (secret: Int32, client: ClientSession)] = [:]
     private var nextClientID = 0
     private var nextServerID = 0
     private(set) var isShuttingDown = false
@@ -37,7 +38,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
 
     func start() {
         for pool in self.pools.values {
-            pool.onServerClosed = { [unowned self] in self.checkDrained() }
+            pool.onServerGone = { [unowned self] in self.checkDrained() }
             pool.start()
         }
     }
@@ -65,23 +66,26 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
                 processID: Int32.random(in: 1...Int32.max, using: &self.random),
                 secretKey: Int32.random(in: Int32.min...Int32.max, using: &self.random)
             )
-            if self.cancelKeys[key] == nil && !self.cancelKeys.keys.contains(where: { $0.processID == key.processID }) {
-                self.cancelKeys[key] = client
+            if self.cancelKeys[key.processID] == nil {
+                self.cancelKeys[key.processID] = (key.secretKey, client)
                 return key
             }
         }
     }
 
     func unregisterCancelKey(_ key: CancelRequest) {
-        self.cancelKeys.removeValue(forKey: key)
+        if self.cancelKeys[key.processID]?.secret == key.secretKey {
+            self.cancelKeys.removeValue(forKey: key.processID)
+        }
     }
 
     /// Forwards a CancelRequest to the server serving that client now, and only while it runs something.
     func cancel(_ key: CancelRequest, from peer: String) {
-        guard let client = self.cancelKeys[key] else {
+        guard let entry = self.cancelKeys[key.processID], entry.secret == key.secretKey else {
             self.logger.info("cancel request with an unknown key ignored", metadata: [LogKey.peer: "\(peer)"])
             return
         }
+        let client = entry.client
         guard let server = client.server, server.outstanding > 0, let handle = server.link.cancelHandle else {
             self.logger.debug("cancel request for an idle client ignored", metadata: [LogKey.client: "\(client.id)"])
             return

@@ -67,6 +67,18 @@ extension Integration {
             #expect(try PGConnection(agent.conninfo()).value("SELECT 'alive'") == "alive")
         }
 
+        @Test func multiHostUpstreamFallsOverToTheLiveHost() throws {
+            _ = try Upstream.role("pa_multihost")
+            let deadPort = try AgentProcess.freePort()
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "host=127.0.0.1,\(TestEnvironment.pgHost ?? "") port=\(deadPort),\(TestEnvironment.pgPort ?? 5432) user=pa_multihost dbname=postgres"
+                size = 1
+                """)
+            let client = try PGConnection(agent.conninfo())
+            #expect(try client.value("SELECT current_user") == "pa_multihost", "libpq tried the dead host, then the live one")
+        }
+
         @Test func sigtermLetsSessionsFinishThenStops() throws {
             let upstream = try Upstream.role("pa_sigterm")
             let agent = try AgentProcess(pools: """

@@ -22,8 +22,8 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     private(set) var lastError: String?
     private(set) var lastContact: ContinuousClock.Instant?
     private var maintenanceTask: RepeatedTask?
-    /// Tells the agent a server is gone, so a shutdown can finish when the last one closes.
-    var onServerClosed: (() -> Void)?
+    /// Tells the agent a server closed or failed to open, so a shutdown can finish when the last is gone.
+    var onServerGone: (() -> Void)?
 
     init(settings: PoolSettings, eventLoop: any EventLoop, threadPool: NIOThreadPool, logger: Logger, nextServerID: @escaping () -> Int) throws {
         self.settings = settings
@@ -81,7 +81,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     func serverClosed(_ server: ServerConnection) {
         guard self.servers.removeValue(forKey: server.id) != nil else { return }
         self.perform(self.machine.connectionClosed(server.id, now: .now))
-        self.onServerClosed?()
+        self.onServerGone?()
     }
 
     /// Stops taking clients: waiters are refused, idle servers closed; leased ones close when released.
@@ -104,8 +104,17 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         case .none:
             break
         case .lease(let serverID, let clientID):
-            guard let server = self.servers[serverID], let waiter = self.waiters.removeValue(forKey: clientID) else {
-                preconditionFailure("pool \(self.name) leased unknown server \(serverID) or client \(clientID)")
+            // The machine and these tables change together; a mismatch is a bug, logged and undone, not a crash.
+            guard let server = self.servers[serverID] else {
+                self.logger.error("pool leased an unknown server", metadata: [LogKey.server: "\(serverID)"])
+                self.perform(self.machine.connectionClosed(serverID, now: .now))
+                self.fail(clientID, .connectFailed("internal error: the leased server was lost"))
+                break
+            }
+            guard let waiter = self.waiters.removeValue(forKey: clientID) else {
+                self.logger.error("pool leased to an unknown client", metadata: [LogKey.client: "\(clientID)"])
+                self.perform(self.machine.connectionReleased(serverID, reusable: true, now: .now))
+                break
             }
             waiter.timer?.cancel()
             server.link(to: waiter.client)
@@ -182,6 +191,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         self.lastError = message
         self.logger.warning("cannot connect to the upstream", metadata: [LogKey.error: "\(message)"])
         self.perform(self.machine.connectionFailed(message, now: .now))
+        self.onServerGone?()
     }
 }
 
