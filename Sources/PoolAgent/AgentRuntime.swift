@@ -86,19 +86,15 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             return
         }
         let client = entry.client
-        guard let server = client.server, server.outstanding > 0, let handle = server.link.cancelHandle else {
+        if client.state == .waiting {
+            client.cancelWhileWaiting()
+            return
+        }
+        guard let server = client.server, server.outstanding > 0 else {
             self.logger.debug("cancel request for an idle client ignored", metadata: [LogKey.client: "\(client.id)"])
             return
         }
-        let logger = self.logger
-        let pid = server.backendPID
-        self.threadPool.runIfActive(eventLoop: self.eventLoop) { handle.cancel() }.whenSuccess { failure in
-            if let failure {
-                logger.warning("cancel request failed", metadata: [LogKey.backendPID: "\(pid)", LogKey.error: "\(failure)"])
-            } else {
-                logger.debug("cancel request sent", metadata: [LogKey.backendPID: "\(pid)"])
-            }
-        }
+        server.cancel(threadPool: self.threadPool, logger: self.logger)
     }
 
     // MARK: Shutdown

@@ -107,9 +107,9 @@ import Testing
         #expect(error.description.hasPrefix("test.toml: TOML syntax error at line 2"))
     }
 
-    @Test func transactionModeIsRefusedUntilItIsAvailable() throws {
-        let error = try #require(self.error("[pools.a]\nupstream = \"host=/tmp\"\nmode = \"transaction\""))
-        #expect(error.key == "pools.a.mode")
+    @Test func transactionModeIsAccepted() throws {
+        let config = try self.load("[defaults]\nmode = \"transaction\"\n[pools.a]\nupstream = \"host=/tmp\"")
+        #expect(config.pools["a"]?.mode == .transaction)
     }
 
     @Test(arguments: [

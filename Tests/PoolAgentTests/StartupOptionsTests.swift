@@ -24,6 +24,6 @@ import Testing
     }
 
     @Test func literalsAreSafeWhateverStandardConformingStrings() {
-        #expect(ClientSession.literal("it's a \\ test") == "E'it''s a \\\\ test'")
+        #expect(SettingsPlan.literal("it's a \\ test") == "E'it''s a \\\\ test'")
     }
 }

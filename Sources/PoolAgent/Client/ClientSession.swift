@@ -1,4 +1,4 @@
-// One client connection: the startup handshake, waiting for a server, then forwarding in session mode.
+// One client connection: the startup handshake, waiting for a server, then forwarding in session or transaction mode.
 
 import Logging
 import NIOCore
@@ -25,7 +25,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private var startupBuffer: ByteBuffer?
     private var negotiatedEncryption = false
     private var startup: StartupMessage?
-    /// Bytes the client pipelined before its login completed; sent to the server once it has one.
+    /// Bytes the client sent while it waits for a server; sent once it has one.
     private var pendingInput: ByteBuffer?
     private(set) var pool: Pool?
     private(set) var server: ServerConnection?
@@ -35,6 +35,10 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     let connectedAt: ContinuousClock.Instant = .now
     private(set) var peer = "unknown"
     private(set) var closeReason: String?
+    /// The login completed: the client has its ReadyForQuery and BackendKeyData.
+    private(set) var loggedIn = false
+    /// The ParameterStatus values this client has been told, kept in force on whichever server it gets.
+    private(set) var reported: [String: String] = [:]
     private var logger: Logger
 
     static let maximumPendingInput = 1 << 20
@@ -65,8 +69,10 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = self.unwrapInboundIn(data)
         switch self.state {
-        case .active:
+        case .active where self.server != nil:
             self.forwardToServer(buffer)
+        case .active:
+            self.requestServer(for: buffer)
         case .startup:
             self.startupBytes(buffer)
         case .waiting, .syncing:
@@ -173,27 +179,46 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     // MARK: Pool outcomes
 
     func serverAssigned(_ server: ServerConnection) {
-        guard self.state == .waiting, let startup = self.startup else {
+        guard self.state == .waiting, let startup = self.startup, let settings = try? StartupOptions.settings(of: startup) else {
             server.clientLeft(clean: true)
             return
         }
         self.server = server
         self.state = .syncing
-        let settings = ((try? StartupOptions.settings(of: startup)) ?? []).filter { name, value in
-            server.parameters.first { $0.key.lowercased() == name.lowercased() }?.value != value
-        }
-        guard !settings.isEmpty else {
-            self.completeLogin()
+        let plan = SettingsPlan(
+            expected: self.loggedIn ? self.reported : nil,
+            startup: settings,
+            server: server.parameters,
+            applied: server.appliedSettings
+        )
+        guard !plan.isEmpty else {
+            self.serverReady()
             return
         }
-        let calls = settings.map { "pg_catalog.set_config(\(Self.literal($0.0)), \(Self.literal($0.1)), false)" }
-        server.runInternal(["SELECT " + calls.joined(separator: ", ")]) { [self] error in
+        server.runInternal([plan.query]) { [self] error in
             guard self.state == .syncing else { return }
             if let error {
                 self.fatal(ErrorResponse(.fatal, sqlState: error.sqlState, message: error.message, detail: error.detail, hint: error.hint))
             } else {
-                self.completeLogin()
+                server.appliedSettings = plan.applied(after: server.appliedSettings)
+                self.serverReady()
             }
+        }
+    }
+
+    /// The server now has this client's settings: finish the login, or send what the client is waiting to send.
+    private func serverReady() {
+        guard let server = self.server else { return }
+        self.reported = server.parameters
+        self.state = .active
+        if !self.loggedIn {
+            self.completeLogin(server)
+        }
+        if let pending = self.pendingInput {
+            self.pendingInput = nil
+            self.forwardToServer(pending)
+        } else {
+            self.releaseIfIdle()
         }
     }
 
@@ -209,8 +234,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         }
     }
 
-    private func completeLogin() {
-        guard let server = self.server, let startup = self.startup, let key = self.cancelKey else { return }
+    private func completeLogin(_ server: ServerConnection) {
+        guard let startup = self.startup, let key = self.cancelKey else { return }
         var buffer = self.channel.allocator.buffer(capacity: 512)
         let options = startup.protocolOptions
         if startup.minorVersion > 0 || !options.isEmpty {
@@ -221,14 +246,70 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             buffer.writeParameterStatus(name: name, value: value)
         }
         buffer.writeBackendKeyData(key)
-        buffer.writeReadyForQuery(server.transactionStatus)
+        buffer.writeReadyForQuery(.idle)
         self.channel.writeAndFlush(buffer, promise: nil)
-        self.state = .active
+        self.loggedIn = true
         self.logger.debug("client logged in", metadata: [LogKey.backendPID: "\(server.backendPID)"])
-        if let pending = self.pendingInput {
-            self.pendingInput = nil
-            self.forwardToServer(pending)
+    }
+
+    // MARK: Transaction pooling
+
+    /// In transaction mode, gives the server back once the client has nothing in flight and no open transaction.
+    func releaseIfIdle() {
+        guard self.pool?.settings.mode == .transaction, self.state == .active, let server = self.server,
+            server.isIdleForRelease, self.scanner.isAtBoundary
+        else { return }
+        self.server = nil
+        server.clientLeft(clean: true)
+    }
+
+    /// A parameter the server reported while serving this client (after a SET): the client has seen it.
+    func parameterChanged(name: String, value: String) {
+        self.reported[name] = value
+    }
+
+    /// Transaction mode: the client sent something while it holds no server; keep it and queue for one.
+    private func requestServer(for input: ByteBuffer) {
+        guard let pool = self.pool else { return }
+        if self.pendingInput == nil, Self.isOnlyTerminate(input) {
+            self.close(reason: "client sent Terminate")
+            return
         }
+        self.holdPendingInput(input)
+        guard self.state == .active else { return }
+        self.state = .waiting
+        pool.acquire(for: self)
+    }
+
+    private static func isOnlyTerminate(_ buffer: ByteBuffer) -> Bool {
+        buffer.readableBytes == 5 && buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == FrontendMessageID.terminate
+    }
+
+    /// The client cancelled while its request waits for a server: it leaves the queue and gets the answer
+    /// PostgreSQL would give, an error and a ReadyForQuery for each request that was waiting.
+    func cancelWhileWaiting() {
+        guard self.state == .waiting, self.loggedIn, let pool = self.pool else { return }
+        pool.cancelWait(for: self)
+        self.state = .active
+        var requests = 0
+        if let pending = self.pendingInput {
+            var scanner = MessageScanner(captureTypes: MessageTypeSet())
+            var cursor = pending.readerIndex
+            while case .message(let type, _, _)? = try? scanner.next(in: pending, cursor: &cursor) {
+                if type == FrontendMessageID.query || type == FrontendMessageID.sync || type == FrontendMessageID.functionCall {
+                    requests += 1
+                }
+            }
+        }
+        self.pendingInput = nil
+        var buffer = self.channel.allocator.buffer(capacity: 128)
+        let cancelled = ErrorResponse(.error, sqlState: "57014", message: "canceling statement due to user request")
+        if requests == 0 { cancelled.encode(into: &buffer) }
+        for _ in 0..<requests {
+            cancelled.encode(into: &buffer)
+            buffer.writeReadyForQuery(.idle)
+        }
+        self.channel.writeAndFlush(buffer, promise: nil)
     }
 
     // MARK: Forwarding
@@ -291,7 +372,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         var pending = self.pendingInput ?? self.channel.allocator.buffer(capacity: input.readableBytes)
         pending.writeImmutableBuffer(input)
         guard pending.readableBytes <= Self.maximumPendingInput else {
-            self.fatal(.fatal("54000", "client sent more than \(Self.maximumPendingInput) bytes before its login completed"))
+            self.fatal(.fatal("54000", "client sent more than \(Self.maximumPendingInput) bytes while waiting for a server"))
             return
         }
         self.pendingInput = pending
@@ -343,10 +424,6 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         self.runtime.clientClosed(self)
     }
 
-    /// A SQL string literal that is right whatever `standard_conforming_strings` says.
-    static func literal(_ text: String) -> String {
-        "E'" + text.replacingAll("\\", with: "\\\\").replacingAll("'", with: "''") + "'"
-    }
 }
 
 extension Duration {

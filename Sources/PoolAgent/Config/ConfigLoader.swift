@@ -149,9 +149,6 @@ public enum ConfigLoader {
             guard let mode = PoolMode(rawValue: modeText) else {
                 throw self.error("\(section).mode", "unknown mode \"\(modeText)\"; expected \"session\" or \"transaction\"")
             }
-            if mode == .transaction {
-                throw self.error("\(section).mode", "transaction pooling is not available in this version; use \"session\"")
-            }
             (values, section) = merged("size")
             if case .string(let text)? = self.lookup(values, "size") {
                 throw self.error("\(section).size", "expected a whole number of connections, found \"\(text)\"")

@@ -75,6 +75,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// A server comes back from its client (after its reset) or must be thrown away.
     func release(_ server: ServerConnection, reusable: Bool, reason: String?) {
         if !reusable, let reason { server.noteCloseReason(reason) }
+        self.stats.releases += 1
         self.perform(self.machine.connectionReleased(server.id, reusable: reusable, now: .now))
     }
 
@@ -198,6 +199,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 /// Counters of one pool since start.
 final class PoolStatistics: @unchecked Sendable {  // Confined to the agent's event loop.
     var checkouts = 0
+    var releases = 0
     var waits = 0
     var waitTimeouts = 0
     var connectAttempts = 0

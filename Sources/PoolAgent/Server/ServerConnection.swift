@@ -2,6 +2,7 @@
 
 import Logging
 import NIOCore
+import NIOPosix
 import PGWire
 
 /// A server connection on the agent's event loop.
@@ -31,6 +32,12 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     private(set) var transactionStatus: TransactionStatus = .idle
     /// Queries, Syncs and FunctionCalls sent whose ReadyForQuery has not arrived yet.
     var outstanding = 0
+    /// Non-reported settings the agent applied for the current or last client, by lowercased name.
+    var appliedSettings: [String: String] = [:]
+    /// Cancel requests sent to this backend and not yet acknowledged; the server is not handed to
+    /// another client until they are, so a late cancel cannot hit the next client's query.
+    private var cancelsInFlight = 0
+    private var releaseAfterCancel: (reusable: Bool, reason: String?)?
     private var scanner = MessageScanner(
         captureTypes: MessageTypeSet([BackendMessageID.readyForQuery, BackendMessageID.parameterStatus, BackendMessageID.errorResponse]),
         maxCaptureLength: 8 << 20
@@ -70,33 +77,74 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         self.lastUsedAt = .now
     }
 
+    /// True when nothing is in flight and no transaction is open: transaction mode may hand it on.
+    var isIdleForRelease: Bool {
+        self.outstanding == 0 && self.transactionStatus == .idle && self.internalQuery == nil && self.scanner.isAtBoundary
+    }
+
     /// The client is done with this server. `clean` is false when the client stopped in the middle of a
-    /// message. The server is rolled back and reset, or closed when it is busy or in an unknown state.
+    /// message. The server is rolled back (and, in session mode, reset), or closed when it is busy or in an
+    /// unknown state.
     func clientLeft(clean: Bool) {
         guard self.state == .linked else { return }
         self.client = nil
         self.setReading(true)
         guard clean, self.outstanding == 0, self.scanner.isAtBoundary, self.internalQuery == nil else {
-            self.pool.release(self, reusable: false, reason: "client left during a query")
+            self.returnToPool(reusable: false, reason: "client left during a query")
             return
         }
+        let sessionMode = self.pool.settings.mode == .session
         var queries: [String] = []
         if self.transactionStatus != .idle { queries.append("ROLLBACK") }
-        if !self.pool.settings.resetQuery.isEmpty { queries.append(self.pool.settings.resetQuery) }
+        if sessionMode && !self.pool.settings.resetQuery.isEmpty { queries.append(self.pool.settings.resetQuery) }
         guard !queries.isEmpty else {
-            self.state = .idle
-            self.pool.release(self, reusable: true, reason: nil)
+            self.returnToPool(reusable: true, reason: nil)
             return
         }
         self.state = .resetting
         self.runInternal(queries) { [self] error in
             if let error {
-                self.pool.release(self, reusable: false, reason: "reset failed: \(error.message)")
+                self.returnToPool(reusable: false, reason: "reset failed: \(error.message)")
             } else if self.transactionStatus != .idle {
-                self.pool.release(self, reusable: false, reason: "still \(self.transactionStatus) after reset")
+                self.returnToPool(reusable: false, reason: "still \(self.transactionStatus) after reset")
             } else {
-                self.state = .idle
-                self.pool.release(self, reusable: true, reason: nil)
+                if sessionMode { self.appliedSettings = [:] }
+                self.returnToPool(reusable: true, reason: nil)
+            }
+        }
+    }
+
+    /// Gives the server back to its pool, or holds it until cancel requests sent to it have completed.
+    private func returnToPool(reusable: Bool, reason: String?) {
+        if self.cancelsInFlight > 0 {
+            self.releaseAfterCancel = (reusable, reason)
+            return
+        }
+        if reusable { self.state = .idle }
+        self.pool.release(self, reusable: reusable, reason: reason)
+    }
+
+    // MARK: Cancel
+
+    /// Sends a CancelRequest to this backend on a worker thread.
+    func cancel(threadPool: NIOThreadPool, logger: Logger) {
+        guard let handle = self.link.cancelHandle, self.state != .closed else { return }
+        self.cancelsInFlight += 1
+        let pid = self.backendPID
+        threadPool.runIfActive(eventLoop: self.channel.eventLoop) { handle.cancel() }.whenComplete { [self] result in
+            switch result {
+            case .success(nil):
+                logger.debug("cancel request sent", metadata: [LogKey.backendPID: "\(pid)"])
+            case .success(let failure?):
+                logger.warning("cancel request failed", metadata: [LogKey.backendPID: "\(pid)", LogKey.error: "\(failure)"])
+            case .failure(let error):
+                logger.warning("cancel request failed", metadata: [LogKey.backendPID: "\(pid)", LogKey.error: "\(error)"])
+            }
+            self.cancelsInFlight -= 1
+            if self.cancelsInFlight == 0, let pending = self.releaseAfterCancel {
+                self.releaseAfterCancel = nil
+                if self.state == .closed { return }
+                self.returnToPool(reusable: pending.reusable, reason: pending.reason)
             }
         }
     }
@@ -132,6 +180,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         var cursor = buffer.readerIndex
         var forwardableEnd = cursor
         var internalDone = false
+        var readyForRelease = false
         do {
             scan: while true {
                 switch try self.scanner.next(in: buffer, cursor: &cursor) {
@@ -141,9 +190,11 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
                         self.transactionStatus = try TransactionStatus.decode(from: &body)
                         self.outstanding = max(0, self.outstanding - 1)
                         if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
+                        if self.internalQuery == nil && self.outstanding == 0 { readyForRelease = true }
                     case BackendMessageID.parameterStatus:
                         let status = try ParameterStatus.decode(from: &body)
                         self.parameters[status.name] = status.value
+                        if self.internalQuery == nil { self.client?.parameterChanged(name: status.name, value: status.value) }
                     default:
                         if self.internalQuery != nil, self.internalQuery?.firstError == nil {
                             let error = try ErrorResponse.decode(from: &body)
@@ -164,6 +215,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         if self.internalQuery == nil {
             if let client = self.client, forwardableEnd > buffer.readerIndex {
                 client.forwardFromServer(buffer.getSlice(at: buffer.readerIndex, length: forwardableEnd - buffer.readerIndex)!)
+                if readyForRelease { client.releaseIfIdle() }
             }
         } else if internalDone, let query = self.internalQuery {
             self.internalQuery = nil

@@ -1,0 +1,70 @@
+// Which settings to apply when a server is assigned, so a client sees its own values and never another's.
+
+/// A plan of `set_config` calls that makes a server's settings match what one client expects.
+struct SettingsPlan: Equatable {
+    var sets: [(String, String)] = []
+    /// Settings the agent applied for an earlier client that this client did not ask for: back to reset_val.
+    var resets: [String] = []
+
+    var isEmpty: Bool { self.sets.isEmpty && self.resets.isEmpty }
+
+    static func == (lhs: SettingsPlan, rhs: SettingsPlan) -> Bool {
+        lhs.sets.elementsEqual(rhs.sets) { $0 == $1 } && lhs.resets == rhs.resets
+    }
+
+    /// Reported parameters a client can change; the others describe the server and are the same on all.
+    static let settableReported: Set<String> = [
+        "application_name", "client_encoding", "datestyle", "intervalstyle", "timezone",
+        "standard_conforming_strings", "search_path", "default_transaction_read_only",
+    ]
+    static let reported: Set<String> = Set(ReportedParameters.all.map { $0.lowercased() })
+
+    /// - Parameters:
+    ///   - expected: the reported values the client has been told, or nil before its login completes
+    ///   - startup: the client's startup settings (parameters and `options`)
+    ///   - server: the server's current reported values
+    ///   - applied: non-reported settings the agent applied on this server, by lowercased name
+    init(expected: [String: String]?, startup: [(String, String)], server: [String: String], applied: [String: String]) {
+        var serverByLower: [String: String] = [:]
+        for (name, value) in server { serverByLower[name.lowercased()] = value }
+        var wantedOthers = Set<String>()
+        for (name, value) in startup {
+            let lower = name.lowercased()
+            if Self.reported.contains(lower) {
+                if expected == nil, serverByLower[lower] != value { self.sets.append((name, value)) }
+            } else {
+                wantedOthers.insert(lower)
+                if applied[lower] != value { self.sets.append((name, value)) }
+            }
+        }
+        if let expected {
+            for (name, value) in expected.sorted(by: { $0.key < $1.key }) {
+                let lower = name.lowercased()
+                if Self.settableReported.contains(lower), serverByLower[lower] != value { self.sets.append((name, value)) }
+            }
+        }
+        self.resets = applied.keys.filter { !wantedOthers.contains($0) }.sorted()
+    }
+
+    /// One statement, so the changes apply together or not at all.
+    var query: String {
+        let calls = self.sets.map { "pg_catalog.set_config(\(Self.literal($0.0)), \(Self.literal($0.1)), false)" }
+            + self.resets.map {
+                "pg_catalog.set_config(\(Self.literal($0)), (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = \(Self.literal($0))), false)"
+            }
+        return "SELECT " + calls.joined(separator: ", ")
+    }
+
+    /// The non-reported settings in force on the server once this plan has run.
+    func applied(after previous: [String: String]) -> [String: String] {
+        var result = previous
+        for name in self.resets { result.removeValue(forKey: name) }
+        for (name, value) in self.sets where !Self.reported.contains(name.lowercased()) { result[name.lowercased()] = value }
+        return result
+    }
+
+    /// A SQL string literal that is right whatever `standard_conforming_strings` says.
+    static func literal(_ text: String) -> String {
+        "E'" + text.replacingAll("\\", with: "\\\\").replacingAll("'", with: "''") + "'"
+    }
+}
