@@ -64,6 +64,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["CLibPQ", "ControlRPC"],
+            exclude: ["Drivers"],
             swiftSettings: strict
         ),
     ]

@@ -84,3 +84,13 @@ stop_cluster() {
     [ -f "$dir/data/PG_VERSION" ] || return 0
     as_pg_user "$(pg_bindir)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
 }
+
+# A virtualenv in .data/venv with the Python drivers the integration tests use; prints its python.
+ensure_python_drivers() {
+    local venv="$POOLAGENT_ROOT/.data/venv"
+    if ! "$venv/bin/python" -c "import psycopg, asyncpg" 2>/dev/null; then
+        python3 -m venv "$venv" 2>/dev/null || { ensure_packages python3-venv; python3 -m venv "$venv"; }
+        "$venv/bin/pip" install -q "psycopg[binary]>=3.1" "asyncpg>=0.29" >&2
+    fi
+    printf '%s\n' "$venv/bin/python"
+}

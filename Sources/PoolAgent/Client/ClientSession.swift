@@ -23,7 +23,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private var channel: (any Channel)!
     private(set) var state: State = .startup
     private var startupBuffer: ByteBuffer?
-    private var negotiatedEncryption = false
+    private var sslRequested = false
+    private var gssRequested = false
     private var startup: StartupMessage?
     /// Bytes the client sent while it waits for a server; sent once it has one.
     private var pendingInput: ByteBuffer?
@@ -31,10 +32,14 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private(set) var server: ServerConnection?
     private(set) var cancelKey: CancelRequest?
     private var scanner = MessageScanner(captureTypes: MessageTypeSet([FrontendMessageID.terminate]))
+    /// Named prepared statements of this client (transaction mode), by the client's name.
+    var statements: [String: ClientStatement] = [:]
     private var loginTimer: Scheduled<Void>?
     let connectedAt: ContinuousClock.Instant = .now
     private(set) var peer = "unknown"
     private(set) var closeReason: String?
+    /// The client broke the protocol; its server may hold a partial message.
+    private var dirty = false
     /// The login completed: the client has its ReadyForQuery and BackendKeyData.
     private(set) var loggedIn = false
     /// The ParameterStatus values this client has been told, kept in force on whichever server it gets.
@@ -42,6 +47,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private var logger: Logger
 
     static let maximumPendingInput = 1 << 20
+    /// Transaction mode holds Parse and Bind whole to rewrite statement names; larger ones are refused.
+    static let maximumRewrittenMessage = 64 << 20
 
     init(id: Int, runtime: AgentRuntime) {
         self.id = id
@@ -88,7 +95,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.finish(reason: self.closeReason ?? "client disconnected", clean: self.scanner.isAtBoundary)
+        self.finish(reason: self.closeReason ?? "client disconnected", clean: self.scanner.isAtBoundary && !self.dirty)
         context.fireChannelInactive()
     }
 
@@ -122,11 +129,13 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             }
             switch packet {
             case .sslRequest, .gssEncRequest:
-                guard !self.negotiatedEncryption else {
-                    self.fatal(.fatal("08P01", "encryption was already negotiated on this connection"))
+                // Each may come once, in either order, as PostgreSQL allows (libpq tries GSS, then SSL).
+                let isSSL = packet == .sslRequest
+                guard isSSL ? !self.sslRequested : !self.gssRequested else {
+                    self.fatal(.fatal("08P01", "\(isSSL ? "SSL" : "GSSAPI") encryption was already negotiated on this connection"))
                     return
                 }
-                self.negotiatedEncryption = true
+                if isSSL { self.sslRequested = true } else { self.gssRequested = true }
                 var answer = self.channel.allocator.buffer(capacity: 1)
                 answer.writeInteger(UInt8(ascii: "N"))
                 self.channel.writeAndFlush(answer, promise: nil)
@@ -171,7 +180,33 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             return
         }
         self.pool = pool
+        if pool.settings.mode == .transaction {
+            // Statement names are read from these messages, so they are held until complete.
+            self.scanner = MessageScanner(
+                captureTypes: MessageTypeSet([
+                    FrontendMessageID.terminate, FrontendMessageID.parse, FrontendMessageID.bind,
+                    FrontendMessageID.describe, FrontendMessageID.close,
+                ]),
+                maxCaptureLength: Self.maximumRewrittenMessage
+            )
+        }
         self.cancelKey = self.runtime.registerCancelKey(for: self)
+        if pool.settings.mode == .transaction, let defaults = pool.defaultParameters {
+            // Transaction mode logs in without a server: the pool's values, with the client's own on top;
+            // its settings reach a server with its first transaction.
+            var reported = defaults
+            for (name, value) in (try? StartupOptions.settings(of: message)) ?? [] {
+                if let key = reported.keys.first(where: { $0.lowercased() == name.lowercased() }) { reported[key] = value }
+            }
+            self.reported = reported
+            self.state = .active
+            self.completeLogin(parameters: reported)
+            if let pending = self.pendingInput {
+                self.pendingInput = nil
+                self.requestServer(for: pending)
+            }
+            return
+        }
         self.state = .waiting
         pool.acquire(for: self)
     }
@@ -212,7 +247,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         self.reported = server.parameters
         self.state = .active
         if !self.loggedIn {
-            self.completeLogin(server)
+            self.completeLogin(parameters: server.parameters)
         }
         if let pending = self.pendingInput {
             self.pendingInput = nil
@@ -234,7 +269,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         }
     }
 
-    private func completeLogin(_ server: ServerConnection) {
+    private func completeLogin(parameters: [String: String]) {
         guard let startup = self.startup, let key = self.cancelKey else { return }
         var buffer = self.channel.allocator.buffer(capacity: 512)
         let options = startup.protocolOptions
@@ -242,14 +277,14 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             buffer.writeNegotiateProtocolVersion(minorVersion: 0, unsupportedOptions: options)
         }
         buffer.writeAuthenticationOk()
-        for (name, value) in server.parameters.sorted(by: { $0.key < $1.key }) {
+        for (name, value) in parameters.sorted(by: { $0.key < $1.key }) {
             buffer.writeParameterStatus(name: name, value: value)
         }
         buffer.writeBackendKeyData(key)
         buffer.writeReadyForQuery(.idle)
         self.channel.writeAndFlush(buffer, promise: nil)
         self.loggedIn = true
-        self.logger.debug("client logged in", metadata: [LogKey.backendPID: "\(server.backendPID)"])
+        self.logger.debug("client logged in")
     }
 
     // MARK: Transaction pooling
@@ -292,16 +327,22 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         pool.cancelWait(for: self)
         self.state = .active
         var requests = 0
+        var tail: ByteBuffer? = nil
         if let pending = self.pendingInput {
-            var scanner = MessageScanner(captureTypes: MessageTypeSet())
+            // Whole messages are dropped; an incomplete last one stays, its rest is still to come.
             var cursor = pending.readerIndex
-            while case .message(let type, _, _)? = try? scanner.next(in: pending, cursor: &cursor) {
+            while pending.writerIndex - cursor >= 5 {
+                let type = pending.getInteger(at: cursor, as: UInt8.self)!
+                let length = Int(pending.getInteger(at: cursor + 1, as: Int32.self)!)
+                guard length >= 4, pending.writerIndex - cursor >= length + 1 else { break }
                 if type == FrontendMessageID.query || type == FrontendMessageID.sync || type == FrontendMessageID.functionCall {
                     requests += 1
                 }
+                cursor += length + 1
             }
+            if cursor < pending.writerIndex { tail = pending.getSlice(at: cursor, length: pending.writerIndex - cursor) }
         }
-        self.pendingInput = nil
+        self.pendingInput = tail
         var buffer = self.channel.allocator.buffer(capacity: 128)
         let cancelled = ErrorResponse(.error, sqlState: "57014", message: "canceling statement due to user request")
         if requests == 0 { cancelled.encode(into: &buffer) }
@@ -316,51 +357,36 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     private func forwardToServer(_ input: ByteBuffer) {
         guard let server = self.server else { return }
-        let buffer = self.scanner.join(input)
-        var cursor = buffer.readerIndex
-        var terminateAt: Int? = nil
-        var forwardableEnd = cursor
-        do {
-            scan: while true {
-                switch try self.scanner.next(in: buffer, cursor: &cursor) {
-                case .message(let type, let start, _):
-                    switch type {
-                    case FrontendMessageID.query, FrontendMessageID.sync, FrontendMessageID.functionCall:
-                        server.outstanding += 1
-                    case FrontendMessageID.terminate:
-                        terminateAt = start
-                        break scan
-                    default:
-                        break
-                    }
-                case .end(let end):
-                    forwardableEnd = end
-                    break scan
-                }
-            }
-        } catch {
-            self.fatal(.fatal("08P01", "invalid message from client: \(error)"))
-            return
-        }
-        let end = terminateAt ?? forwardableEnd
-        if end > buffer.readerIndex {
-            server.send(buffer.getSlice(at: buffer.readerIndex, length: end - buffer.readerIndex)!)
-            if !server.isWritable { self.setReading(false) }
-        }
-        if terminateAt != nil {
-            self.close(reason: "client sent Terminate")
-        }
+        self.forwardToServer(input, server: server)
     }
 
-    /// Server bytes for the client.
-    func forwardFromServer(_ buffer: ByteBuffer) {
+    /// Server bytes for the client; `flushFromServer` sends them.
+    func writeFromServer(_ buffer: ByteBuffer) {
         guard self.state == .active else { return }
-        self.channel.writeAndFlush(buffer, promise: nil)
+        self.channel.write(buffer, promise: nil)
+    }
+
+    func flushFromServer() {
+        guard self.state == .active else { return }
+        self.channel.flush()
         if !self.channel.isWritable { self.server?.setReading(false) }
     }
 
     func resumeReading() {
         self.setReading(true)
+    }
+
+    func pauseReading() {
+        self.setReading(false)
+    }
+
+    /// The scanner of client bytes, for the transaction-mode forwarder.
+    func joinScanned(_ input: ByteBuffer) -> ByteBuffer {
+        self.scanner.join(input)
+    }
+
+    func nextScanned(in buffer: ByteBuffer, cursor: inout Int) throws(WireError) -> MessageScanner.Step {
+        try self.scanner.next(in: buffer, cursor: &cursor)
     }
 
     private func setReading(_ on: Bool) {
@@ -387,6 +413,12 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         self.fatal(.fatal("08006", "server connection closed: \(reason)"))
     }
 
+    /// The client broke the protocol: whatever it sent last may be half-forwarded, so its server is not reused.
+    func protocolViolation(_ message: String) {
+        self.dirty = true
+        self.fatal(.fatal("08P01", message))
+    }
+
     /// Sends a FATAL error and closes.
     func fatal(_ error: ErrorResponse) {
         guard self.state != .closed, let channel = self.channel else { return }
@@ -394,13 +426,13 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         var buffer = channel.allocator.buffer(capacity: 128)
         error.encode(into: &buffer)
         self.closeReason = error.message
-        self.finish(reason: error.message, clean: self.scanner.isAtBoundary)
+        self.finish(reason: error.message, clean: self.scanner.isAtBoundary && !self.dirty)
         channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func close(reason: String) {
         if self.closeReason == nil { self.closeReason = reason }
-        self.finish(reason: reason, clean: self.scanner.isAtBoundary)
+        self.finish(reason: reason, clean: self.scanner.isAtBoundary && !self.dirty)
         self.channel?.close(promise: nil)
     }
 

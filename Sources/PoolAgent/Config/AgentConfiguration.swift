@@ -41,6 +41,8 @@ public struct PoolSettings: Sendable, Equatable {
     public var waitTimeout: Duration
     public var connectTimeout: Duration
     public var resetQuery: String
+    /// Transaction mode: protocol-level statements kept per server (LRU); 0 passes names through unchanged.
+    public var maxPreparedStatements: Int
     public var serverSettings: [(String, String)]
 
     public var poolConfiguration: PoolConfiguration {
@@ -51,6 +53,7 @@ public struct PoolSettings: Sendable, Equatable {
         lhs.name == rhs.name && lhs.upstream == rhs.upstream && lhs.mode == rhs.mode && lhs.size == rhs.size
             && lhs.minIdle == rhs.minIdle && lhs.maxOverflow == rhs.maxOverflow && lhs.waitTimeout == rhs.waitTimeout
             && lhs.connectTimeout == rhs.connectTimeout && lhs.resetQuery == rhs.resetQuery
+            && lhs.maxPreparedStatements == rhs.maxPreparedStatements
             && lhs.serverSettings.elementsEqual(rhs.serverSettings) { $0 == $1 }
     }
 }

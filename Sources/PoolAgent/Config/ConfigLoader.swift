@@ -11,7 +11,7 @@ public enum ConfigLoader {
     ]
     static let poolKeys: Set<String> = [
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
-        "reset_query", "server_settings",
+        "reset_query", "server_settings", "max_prepared_statements",
     ]
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -170,6 +170,8 @@ public enum ConfigLoader {
             if resetQuery.contains("\0") {
                 throw self.error("\(section).reset_query", "must not contain a NUL character")
             }
+            (values, section) = merged("max_prepared_statements")
+            let maxPrepared = try self.optionalInteger(values, "max_prepared_statements", section, range: 0...100_000) ?? 200
             (values, section) = merged("server_settings")
             var serverSettings: [(String, String)] = []
             if let value = self.lookup(values, "server_settings") {
@@ -197,6 +199,7 @@ public enum ConfigLoader {
                 waitTimeout: waitTimeout,
                 connectTimeout: connectTimeout,
                 resetQuery: resetQuery,
+                maxPreparedStatements: maxPrepared,
                 serverSettings: serverSettings
             )
         }

@@ -19,6 +19,9 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     private let logger: Logger
     private let nextServerID: () -> Int
     let stats = PoolStatistics()
+    let statements = StatementRegistry()
+    /// ParameterStatus values of a fresh server of this pool, for transaction-mode logins.
+    private(set) var defaultParameters: [String: String]?
     private(set) var lastError: String?
     private(set) var lastContact: ContinuousClock.Instant?
     private var maintenanceTask: RepeatedTask?
@@ -175,6 +178,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
                 case .success(let channel):
                     server.attach(channel: channel)
                     self.servers[server.id] = server
+                    self.defaultParameters = link.parameters
                     self.lastContact = .now
                     self.lastError = nil
                     self.stats.connects += 1

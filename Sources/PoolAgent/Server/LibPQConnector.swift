@@ -37,6 +37,8 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
     func finish() {
         if let connection = self.connection {
             self.connection = nil
+            // Non-blocking, so the Terminate PQfinish writes can never stall the event loop on a full socket.
+            PQsetnonblocking(connection, 1)
             PQfinish(connection)
         }
     }

@@ -18,7 +18,11 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     private struct InternalQuery {
         var firstError: ErrorResponse?
         var completion: (ErrorResponse?) -> Void
+        var timer: Scheduled<Void>?
     }
+
+    /// How long the agent's own queries (settings, rollback, reset) may take before the server is closed.
+    static let internalQueryTimeout: TimeAmount = .seconds(30)
 
     let id: Int
     unowned let pool: Pool
@@ -32,16 +36,25 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     private(set) var transactionStatus: TransactionStatus = .idle
     /// Queries, Syncs and FunctionCalls sent whose ReadyForQuery has not arrived yet.
     var outstanding = 0
+    /// The responses the server owes, in order: tells when it is idle, and lets transaction mode drop or
+    /// add the responses of rewritten statements.
+    var responses = ResponseQueue()
+    /// Extended-protocol messages were sent since the last Sync: after an error the server skips
+    /// everything until a Sync, so it must not serve anyone else in this state.
+    var unsynced = false
+    /// In COPY FROM STDIN: the server ignores Sync until the client's CopyDone or CopyFail.
+    var copyIn = false
+    let rewritesStatements: Bool
+    /// Agent statement ids prepared on this backend, with their last use for the LRU.
+    private(set) var prepared: [Int: UInt64] = [:]
+    private var statementClock: UInt64 = 0
     /// Non-reported settings the agent applied for the current or last client, by lowercased name.
     var appliedSettings: [String: String] = [:]
     /// Cancel requests sent to this backend and not yet acknowledged; the server is not handed to
     /// another client until they are, so a late cancel cannot hit the next client's query.
     private var cancelsInFlight = 0
     private var releaseAfterCancel: (reusable: Bool, reason: String?)?
-    private var scanner = MessageScanner(
-        captureTypes: MessageTypeSet([BackendMessageID.readyForQuery, BackendMessageID.parameterStatus, BackendMessageID.errorResponse]),
-        maxCaptureLength: 8 << 20
-    )
+    private var scanner: MessageScanner
     private var internalQuery: InternalQuery?
     private(set) weak var client: ClientSession?
     private(set) var closeReason: String?
@@ -52,6 +65,17 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         self.pool = pool
         self.link = link
         self.parameters = link.parameters
+        self.rewritesStatements = pool.settings.mode == .transaction
+        var captured = [BackendMessageID.readyForQuery, BackendMessageID.parameterStatus, BackendMessageID.errorResponse]
+        if self.rewritesStatements {
+            // Every message that completes an expected response is held whole, so the agent can cut after it.
+            captured += [
+                BackendMessageID.parseComplete, BackendMessageID.bindComplete, BackendMessageID.closeComplete,
+                BackendMessageID.rowDescription, BackendMessageID.noData, BackendMessageID.commandComplete,
+                BackendMessageID.emptyQueryResponse, BackendMessageID.portalSuspended,
+            ]
+        }
+        self.scanner = MessageScanner(captureTypes: MessageTypeSet(captured), maxCaptureLength: 8 << 20)
         self.createdAt = .now
         self.lastUsedAt = .now
         var logger = logger
@@ -80,6 +104,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     /// True when nothing is in flight and no transaction is open: transaction mode may hand it on.
     var isIdleForRelease: Bool {
         self.outstanding == 0 && self.transactionStatus == .idle && self.internalQuery == nil && self.scanner.isAtBoundary
+            && self.responses.isEmpty && !self.unsynced && !self.copyIn
     }
 
     /// The client is done with this server. `clean` is false when the client stopped in the middle of a
@@ -89,7 +114,9 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         guard self.state == .linked else { return }
         self.client = nil
         self.setReading(true)
-        guard clean, self.outstanding == 0, self.scanner.isAtBoundary, self.internalQuery == nil else {
+        guard clean, self.outstanding == 0, self.scanner.isAtBoundary, self.internalQuery == nil, self.responses.isEmpty,
+            !self.unsynced, !self.copyIn
+        else {
             self.returnToPool(reusable: false, reason: "client left during a query")
             return
         }
@@ -128,7 +155,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
 
     /// Sends a CancelRequest to this backend on a worker thread.
     func cancel(threadPool: NIOThreadPool, logger: Logger) {
-        guard let handle = self.link.cancelHandle, self.state != .closed else { return }
+        // One cancel at a time per backend: more would only queue blocking work and hold the server longer.
+        guard let handle = self.link.cancelHandle, self.state != .closed, self.cancelsInFlight == 0 else { return }
         self.cancelsInFlight += 1
         let pid = self.backendPID
         threadPool.runIfActive(eventLoop: self.channel.eventLoop) { handle.cancel() }.whenComplete { [self] result in
@@ -156,7 +184,13 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         var buffer = self.channel.allocator.buffer(capacity: 64)
         for query in queries { buffer.writeQuery(query) }
         self.outstanding += queries.count
-        self.internalQuery = InternalQuery(firstError: nil, completion: completion)
+        let timer = self.channel.eventLoop.scheduleTask(in: Self.internalQueryTimeout) { [self] in
+            guard let query = self.internalQuery else { return }
+            self.internalQuery = nil
+            query.completion(ErrorResponse(.error, sqlState: "57014", message: "the server did not answer the agent's query within 30 s"))
+            self.close(reason: "agent query timed out")
+        }
+        self.internalQuery = InternalQuery(firstError: nil, completion: completion, timer: timer)
         self.channel.writeAndFlush(buffer, promise: nil)
     }
 
@@ -165,6 +199,15 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     /// Client bytes for the server; already scanned by the client session.
     func send(_ buffer: ByteBuffer) {
         self.channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    /// Queues bytes for the server; `flush` sends them.
+    func write(_ buffer: ByteBuffer) {
+        self.channel.write(buffer, promise: nil)
+    }
+
+    func flush() {
+        self.channel.flush()
     }
 
     var isWritable: Bool { self.channel.isWritable }
@@ -178,31 +221,63 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     func received(_ input: ByteBuffer) {
         let buffer = self.scanner.join(input)
         var cursor = buffer.readerIndex
+        // Bytes from `runStart` on are not yet written to the client.
+        var runStart = cursor
         var forwardableEnd = cursor
         var internalDone = false
         var readyForRelease = false
+        let client = self.internalQuery == nil ? self.client : nil
         do {
             scan: while true {
                 switch try self.scanner.next(in: buffer, cursor: &cursor) {
-                case .message(let type, _, var body?):
-                    switch type {
-                    case BackendMessageID.readyForQuery:
-                        self.transactionStatus = try TransactionStatus.decode(from: &body)
-                        self.outstanding = max(0, self.outstanding - 1)
-                        if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
-                        if self.internalQuery == nil && self.outstanding == 0 { readyForRelease = true }
-                    case BackendMessageID.parameterStatus:
-                        let status = try ParameterStatus.decode(from: &body)
-                        self.parameters[status.name] = status.value
-                        if self.internalQuery == nil { self.client?.parameterChanged(name: status.name, value: status.value) }
-                    default:
-                        if self.internalQuery != nil, self.internalQuery?.firstError == nil {
-                            let error = try ErrorResponse.decode(from: &body)
-                            if error.severity == .error || error.severity == .fatal { self.internalQuery?.firstError = error }
+                case .message(let type, let start, let body):
+                    if var body {
+                        switch type {
+                        case BackendMessageID.readyForQuery:
+                            self.transactionStatus = try TransactionStatus.decode(from: &body)
+                            self.outstanding = max(0, self.outstanding - 1)
+                            if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
+                            if self.internalQuery == nil && self.outstanding == 0 { readyForRelease = true }
+                        case BackendMessageID.parameterStatus:
+                            let status = try ParameterStatus.decode(from: &body)
+                            self.parameters[status.name] = status.value
+                            client?.parameterChanged(name: status.name, value: status.value)
+                        case BackendMessageID.errorResponse:
+                            if self.internalQuery != nil, self.internalQuery?.firstError == nil {
+                                let error = try ErrorResponse.decode(from: &body)
+                                if error.severity == .error || error.severity == .fatal { self.internalQuery?.firstError = error }
+                            }
+                        case BackendMessageID.commandComplete:
+                            // A client's DISCARD ALL or DEALLOCATE ALL dropped the agent's statements too.
+                            if body.readableBytesView.starts(with: "DISCARD ALL".utf8)
+                                || body.readableBytesView.starts(with: "DEALLOCATE ALL".utf8)
+                            {
+                                self.prepared.removeAll()
+                            }
+                        default:
+                            break
                         }
                     }
-                case .message:
-                    continue
+                    if type == BackendMessageID.copyInResponse {
+                        self.copyIn = true
+                        self.outstanding -= self.responses.copyInStarted()
+                    }
+                    guard let client else { continue }
+                    var due = SynthesizedResponses()
+                    let disposition = self.responses.serverMessage(
+                        type,
+                        emit: { due.append($0) },
+                        forget: { self.prepared.removeValue(forKey: $0) }
+                    )
+                    if disposition == .swallow {
+                        if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
+                        runStart = cursor
+                    }
+                    if !due.isEmpty {
+                        if cursor > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: cursor - runStart)!) }
+                        runStart = cursor
+                        client.writeFromServer(due.encoded(allocator: self.channel.allocator))
+                    }
                 case .end(let end):
                     forwardableEnd = end
                     break scan
@@ -212,15 +287,40 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
             self.close(reason: "protocol error from server: \(error)")
             return
         }
-        if self.internalQuery == nil {
-            if let client = self.client, forwardableEnd > buffer.readerIndex {
-                client.forwardFromServer(buffer.getSlice(at: buffer.readerIndex, length: forwardableEnd - buffer.readerIndex)!)
-                if readyForRelease { client.releaseIfIdle() }
+        if let client {
+            if forwardableEnd > runStart {
+                client.writeFromServer(buffer.getSlice(at: runStart, length: forwardableEnd - runStart)!)
             }
+            client.flushFromServer()
+            if readyForRelease { client.releaseIfIdle() }
         } else if internalDone, let query = self.internalQuery {
             self.internalQuery = nil
+            query.timer?.cancel()
             query.completion(query.firstError)
         }
+    }
+
+    // MARK: Statements (transaction mode)
+
+    /// True, and marked as just used, when the agent's statement `id` exists on this backend.
+    func usesStatement(_ id: Int) -> Bool {
+        guard self.prepared[id] != nil else { return false }
+        self.statementClock += 1
+        self.prepared[id] = self.statementClock
+        return true
+    }
+
+    /// Records that `id` is being prepared here; returns the least recently used statement to close when
+    /// the backend already holds `limit` of them.
+    func addStatement(_ id: Int, limit: Int) -> Int? {
+        var evicted: Int? = nil
+        if self.prepared.count >= limit, let oldest = self.prepared.min(by: { $0.value < $1.value })?.key {
+            self.prepared.removeValue(forKey: oldest)
+            evicted = oldest
+        }
+        self.statementClock += 1
+        self.prepared[id] = self.statementClock
+        return evicted
     }
 
     // MARK: Closing
@@ -256,6 +356,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         }
         let client = self.client
         self.client = nil
+        self.internalQuery?.timer?.cancel()
         self.internalQuery = nil
         self.pool.serverClosed(self)
         client?.serverClosed(reason: reason)
@@ -287,5 +388,20 @@ final class ServerChannelHandler: ChannelInboundHandler, @unchecked Sendable {  
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.server.close(reason: "server connection error: \(error)")
+    }
+}
+
+/// The ParseComplete and CloseComplete messages the agent owes a client at one point of the stream.
+struct SynthesizedResponses {
+    private var types: [UInt8] = []
+
+    var isEmpty: Bool { self.types.isEmpty }
+
+    mutating func append(_ type: UInt8) { self.types.append(type) }
+
+    func encoded(allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 5 * self.types.count)
+        for type in self.types { buffer.writeMessage(type) { _ in } }
+        return buffer
     }
 }

@@ -52,6 +52,31 @@ final class PGConnection: @unchecked Sendable {  // Used by one thread at a time
         try self.query(sql).first?.first ?? nil
     }
 
+    /// Prepares a named statement at protocol level (Parse).
+    func prepare(_ name: String, _ sql: String) throws {
+        guard let result = PQprepare(self.connection, name, sql, 0, nil) else {
+            throw PGError(message: String(cString: PQerrorMessage(self.connection)), sqlState: nil)
+        }
+        defer { PQclear(result) }
+        _ = try Self.rows(of: result, connection: self.connection)
+    }
+
+    /// Runs a named statement with text parameters (Bind, Execute, Sync).
+    func execPrepared(_ name: String, _ parameters: [String]) throws -> [[String?]] {
+        var cStrings = parameters.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        let result = cStrings.withUnsafeMutableBufferPointer { pointers in
+            pointers.withMemoryRebound(to: UnsafePointer<CChar>?.self) {
+                PQexecPrepared(self.connection, name, Int32(parameters.count), $0.baseAddress, nil, nil, 0)
+            }
+        }
+        guard let result else {
+            throw PGError(message: String(cString: PQerrorMessage(self.connection)), sqlState: nil)
+        }
+        defer { PQclear(result) }
+        return try Self.rows(of: result, connection: self.connection)
+    }
+
     /// Starts a query without waiting; collect it with `finishQuery`.
     func sendQuery(_ sql: String) throws {
         guard PQsendQuery(self.connection, sql) == 1 else {

@@ -18,6 +18,14 @@ enum TestEnvironment {
         return packageRoot.appendingPathComponent(".build/debug").path
     }
 
+    /// A Python with psycopg 3 and asyncpg, prepared by scripts/test.
+    static let python = environment["POOLAGENT_TEST_PYTHON"]
+
+    static var driversScript: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Drivers/drivers.py").path
+    }
+
     static var agentBinary: String { binaryDirectory + "/poolagent" }
     static var poolctlBinary: String { binaryDirectory + "/poolctl" }
 

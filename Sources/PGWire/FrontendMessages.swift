@@ -1,0 +1,104 @@
+// The extended-protocol messages whose statement names the agent reads and rewrites: Parse, Bind, Describe, Close.
+
+import NIOCore
+
+/// Parse: a statement name, its query text and parameter type OIDs.
+public struct ParseMessage: Equatable, Sendable {
+    public var statement: String
+    public var query: String
+    public var parameterTypes: [UInt32]
+
+    public init(statement: String, query: String, parameterTypes: [UInt32]) {
+        self.statement = statement
+        self.query = query
+        self.parameterTypes = parameterTypes
+    }
+
+    public static func decode(from body: inout ByteBuffer) throws(WireError) -> ParseMessage {
+        guard let statement = body.readNullTerminatedString(), let query = body.readNullTerminatedString(),
+            let count = body.readInteger(as: Int16.self), count >= 0, body.readableBytes == Int(count) * 4
+        else { throw .malformed("Parse message is malformed") }
+        var types: [UInt32] = []
+        types.reserveCapacity(Int(count))
+        for _ in 0..<count { types.append(body.readInteger(as: UInt32.self)!) }
+        return ParseMessage(statement: statement, query: query, parameterTypes: types)
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeMessage(FrontendMessageID.parse) {
+            $0.writeNullTerminatedString(self.statement)
+            $0.writeNullTerminatedString(self.query)
+            $0.writeInteger(Int16(self.parameterTypes.count))
+            for type in self.parameterTypes { $0.writeInteger(type) }
+        }
+    }
+}
+
+/// Bind: only the portal and statement names are read; the rest is carried as it came.
+public struct BindMessage: Equatable, Sendable {
+    public var portal: String
+    public var statement: String
+    /// Formats, parameters and result formats, untouched.
+    public var rest: ByteBuffer
+
+    public init(portal: String, statement: String, rest: ByteBuffer) {
+        self.portal = portal
+        self.statement = statement
+        self.rest = rest
+    }
+
+    public static func decode(from body: inout ByteBuffer) throws(WireError) -> BindMessage {
+        guard let portal = body.readNullTerminatedString(), let statement = body.readNullTerminatedString() else {
+            throw .malformed("Bind message is malformed")
+        }
+        return BindMessage(portal: portal, statement: statement, rest: body.readSlice(length: body.readableBytes)!)
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeMessage(FrontendMessageID.bind) {
+            $0.writeNullTerminatedString(self.portal)
+            $0.writeNullTerminatedString(self.statement)
+            $0.writeImmutableBuffer(self.rest)
+        }
+    }
+}
+
+/// Describe or Close: a kind (`S` statement, `P` portal) and a name.
+public struct TargetMessage: Equatable, Sendable {
+    public static let statement = UInt8(ascii: "S")
+    public static let portal = UInt8(ascii: "P")
+
+    public var kind: UInt8
+    public var name: String
+
+    public init(kind: UInt8, name: String) {
+        self.kind = kind
+        self.name = name
+    }
+
+    public var isStatement: Bool { self.kind == Self.statement }
+
+    public static func decode(from body: inout ByteBuffer) throws(WireError) -> TargetMessage {
+        guard let kind = body.readInteger(as: UInt8.self), kind == Self.statement || kind == Self.portal,
+            let name = body.readNullTerminatedString(), body.readableBytes == 0
+        else { throw .malformed("Describe or Close message is malformed") }
+        return TargetMessage(kind: kind, name: name)
+    }
+
+    public func encode(into buffer: inout ByteBuffer, type: UInt8) {
+        buffer.writeMessage(type) {
+            $0.writeInteger(self.kind)
+            $0.writeNullTerminatedString(self.name)
+        }
+    }
+}
+
+extension BackendMessageID {
+    public static let parseComplete: UInt8 = 0x31  // '1'
+    public static let bindComplete: UInt8 = 0x32  // '2'
+    public static let closeComplete: UInt8 = 0x33  // '3'
+    public static let parameterDescription: UInt8 = 0x74  // 't'
+    public static let rowDescription: UInt8 = 0x54  // 'T'
+    public static let noData: UInt8 = 0x6E  // 'n'
+    public static let portalSuspended: UInt8 = 0x73  // 's'
+}

@@ -1,0 +1,140 @@
+// The responses a server owes, in order, so the agent can drop, add or attribute them exactly.
+
+/// What one message sent to the server (or one answer the agent gives itself) yields on the way back.
+public enum ExpectedResponse: Equatable, Sendable {
+    /// ParseComplete; `swallow` when the agent sent the Parse itself. `statement` is the agent's statement
+    /// id the Parse creates, forgotten again if the server skips or rejects it.
+    case parse(swallow: Bool, statement: Int?)
+    case bind
+    /// RowDescription or NoData, after a ParameterDescription for a statement.
+    case describe
+    /// CloseComplete; `swallow` when the agent closed a statement of its own.
+    case close(swallow: Bool)
+    /// Rows until CommandComplete, EmptyQueryResponse or PortalSuspended (COPY included).
+    case execute
+    /// ReadyForQuery.
+    case sync
+    /// A simple Query or FunctionCall: everything up to ReadyForQuery.
+    case query
+    /// A response the agent writes itself (ParseComplete or CloseComplete) once all before it are through.
+    case synthesize(UInt8)
+
+    /// True for responses to extended-protocol messages the server skips after an error until Sync.
+    var isSkippedAfterError: Bool {
+        switch self {
+        case .parse, .bind, .describe, .close, .execute, .synthesize: true
+        case .sync, .query: false
+        }
+    }
+}
+
+/// A FIFO of expected responses with the rules of the extended query protocol.
+public struct ResponseQueue: Sendable {
+    /// What to do with one server message.
+    public enum Disposition: Equatable, Sendable {
+        case forward
+        /// Do not pass this message to the client: the agent asked for it.
+        case swallow
+    }
+
+    private var entries: [ExpectedResponse] = []
+    private var head = 0
+
+    public init() {}
+
+    public var isEmpty: Bool { self.head == self.entries.count }
+    public var count: Int { self.entries.count - self.head }
+    public var first: ExpectedResponse? { self.isEmpty ? nil : self.entries[self.head] }
+
+    public mutating func append(_ response: ExpectedResponse) {
+        self.entries.append(response)
+    }
+
+    /// Takes back the last entry appended.
+    public mutating func removeLast() -> ExpectedResponse? {
+        guard !self.isEmpty else { return nil }
+        return self.entries.popLast()
+    }
+
+    /// Appends a response the agent writes itself. Returns true when nothing is pending before it, so the
+    /// caller writes it now; otherwise it is handed out by `serverMessage` in its turn.
+    public mutating func appendSynthesized(_ type: UInt8) -> Bool {
+        if self.isEmpty { return true }
+        self.entries.append(.synthesize(type))
+        return false
+    }
+
+    /// Accounts for one server message of `type`.
+    /// - Parameters:
+    ///   - emit: receives each synthesized response type that becomes due after this message, in order.
+    ///   - forget: receives statement ids the server did not create (their Parse was skipped or failed).
+    public mutating func serverMessage(
+        _ type: UInt8,
+        emit: (UInt8) -> Void,
+        forget: (Int) -> Void
+    ) -> Disposition {
+        var disposition = Disposition.forward
+        switch type {
+        case BackendMessageID.parseComplete:
+            if case .parse(let swallow, _)? = self.first {
+                disposition = swallow ? .swallow : .forward
+                self.pop()
+            }
+        case BackendMessageID.bindComplete:
+            if self.first == .bind { self.pop() }
+        case BackendMessageID.closeComplete:
+            if case .close(let swallow)? = self.first {
+                disposition = swallow ? .swallow : .forward
+                self.pop()
+            }
+        case BackendMessageID.rowDescription, BackendMessageID.noData:
+            if self.first == .describe { self.pop() }
+        case BackendMessageID.commandComplete, BackendMessageID.emptyQueryResponse, BackendMessageID.portalSuspended:
+            if self.first == .execute { self.pop() }
+        case BackendMessageID.readyForQuery:
+            if self.first == .sync || self.first == .query { self.pop() }
+        case BackendMessageID.errorResponse:
+            // The server now skips extended-protocol messages until Sync; nothing comes for them.
+            while let entry = self.first, entry.isSkippedAfterError {
+                if case .parse(_, let statement?) = entry { forget(statement) }
+                self.pop()
+            }
+            return .forward
+        default:
+            return .forward
+        }
+        while case .synthesize(let synthesized)? = self.first {
+            emit(synthesized)
+            self.pop()
+        }
+        return disposition
+    }
+
+    /// The server entered COPY FROM STDIN for an extended-protocol Execute: it ignores the Syncs already
+    /// sent behind that Execute, so they will get no ReadyForQuery. Returns how many were dropped.
+    public mutating func copyInStarted() -> Int {
+        guard self.first == .execute else { return 0 }
+        let before = self.count
+        let kept = self.entries[self.head...].filter { $0 != .sync }
+        self.entries = Array(kept)
+        self.head = 0
+        return before - self.entries.count
+    }
+
+    /// Forgets everything, for a server whose stream is gone.
+    public mutating func removeAll() {
+        self.entries.removeAll(keepingCapacity: true)
+        self.head = 0
+    }
+
+    private mutating func pop() {
+        self.head += 1
+        if self.head == self.entries.count {
+            self.entries.removeAll(keepingCapacity: true)
+            self.head = 0
+        } else if self.head >= 32 && self.head * 2 >= self.entries.count {
+            self.entries.removeFirst(self.head)
+            self.head = 0
+        }
+    }
+}
