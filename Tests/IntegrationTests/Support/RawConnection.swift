@@ -92,6 +92,60 @@ final class RawConnection {
         return nil
     }
 
+    /// Reads one typed message; nil when the peer closed.
+    func readMessage() -> (type: UInt8, body: [UInt8])? {
+        let header = self.readExactly(5)
+        guard header.count == 5 else { return nil }
+        let length = Int(header[1]) << 24 | Int(header[2]) << 16 | Int(header[3]) << 8 | Int(header[4])
+        let body = self.readExactly(max(0, length - 4))
+        return (header[0], body)
+    }
+
+    /// Logs in (trust) and reads up to the first ReadyForQuery.
+    func login(user: String = "postgres", database: String = "postgres") throws {
+        self.send(Self.startupPacket([("user", user), ("database", database)]))
+        while let message = self.readMessage() {
+            if message.type == UInt8(ascii: "Z") { return }
+            if message.type == UInt8(ascii: "E") { throw PGError(message: "login failed", sqlState: nil) }
+        }
+        throw PGError(message: "closed during login", sqlState: nil)
+    }
+
+    /// Reads messages until `readyCount` ReadyForQuery messages have arrived; returns their types.
+    func readTypes(untilReady readyCount: Int) -> [Character] {
+        var types: [Character] = []
+        var ready = 0
+        while ready < readyCount, let message = self.readMessage() {
+            types.append(Character(Unicode.Scalar(message.type)))
+            if message.type == UInt8(ascii: "Z") { ready += 1 }
+        }
+        return types
+    }
+
+    static func message(_ type: Character, _ body: [UInt8]) -> [UInt8] {
+        [UInt8(ascii: type.unicodeScalars.first!)] + int32(Int32(body.count + 4)) + body
+    }
+
+    static func cString(_ text: String) -> [UInt8] { Array(text.utf8) + [0] }
+
+    static func parse(_ name: String, _ query: String) -> [UInt8] {
+        message("P", cString(name) + cString(query) + [0, 0])
+    }
+
+    static func bind(_ statement: String, _ parameters: [String] = []) -> [UInt8] {
+        var body = cString("") + cString(statement) + [0, 0]
+        body += [UInt8(parameters.count >> 8), UInt8(parameters.count & 0xFF)]
+        for parameter in parameters { body += int32(Int32(parameter.utf8.count)) + Array(parameter.utf8) }
+        return message("B", body + [0, 0])
+    }
+
+    static func execute() -> [UInt8] { message("E", cString("") + int32(0)) }
+    static func sync() -> [UInt8] { message("S", []) }
+    static func flush() -> [UInt8] { message("H", []) }
+    static func query(_ sql: String) -> [UInt8] { message("Q", cString(sql)) }
+    static func describeStatement(_ name: String) -> [UInt8] { message("D", [UInt8(ascii: "S")] + cString(name)) }
+    static func closeStatement(_ name: String) -> [UInt8] { message("C", [UInt8(ascii: "S")] + cString(name)) }
+
     static func int32(_ value: Int32) -> [UInt8] {
         withUnsafeBytes(of: value.bigEndian) { Array($0) }
     }
