@@ -5,30 +5,43 @@ import NIOCore
 /// Parse: a statement name, its query text and parameter type OIDs.
 public struct ParseMessage: Equatable, Sendable {
     public var statement: String
-    public var query: String
+    /// The query exactly as sent: in the client's encoding, which need not be UTF-8.
+    public var queryBytes: [UInt8]
     public var parameterTypes: [UInt32]
 
-    public init(statement: String, query: String, parameterTypes: [UInt32]) {
+    public init(statement: String, queryBytes: [UInt8], parameterTypes: [UInt32]) {
         self.statement = statement
-        self.query = query
+        self.queryBytes = queryBytes
         self.parameterTypes = parameterTypes
     }
 
+    public init(statement: String, query: String, parameterTypes: [UInt32]) {
+        self.init(statement: statement, queryBytes: Array(query.utf8), parameterTypes: parameterTypes)
+    }
+
+    /// The query as text, for display; invalid UTF-8 is replaced.
+    public var query: String { String(decoding: self.queryBytes, as: UTF8.self) }
+
     public static func decode(from body: inout ByteBuffer) throws(WireError) -> ParseMessage {
-        guard let statement = body.readNullTerminatedString(), let query = body.readNullTerminatedString(),
-            let count = body.readInteger(as: Int16.self), count >= 0, body.readableBytes == Int(count) * 4
+        guard let statement = body.readNullTerminatedString(),
+            let end = body.readableBytesView.firstIndex(of: 0),
+            let query = body.readBytes(length: end - body.readerIndex),
+            body.readInteger(as: UInt8.self) == 0,
+            // An unsigned count, as PostgreSQL reads it: libpq allows up to 65535 parameters.
+            let count = body.readInteger(as: UInt16.self), body.readableBytes == Int(count) * 4
         else { throw .malformed("Parse message is malformed") }
         var types: [UInt32] = []
         types.reserveCapacity(Int(count))
         for _ in 0..<count { types.append(body.readInteger(as: UInt32.self)!) }
-        return ParseMessage(statement: statement, query: query, parameterTypes: types)
+        return ParseMessage(statement: statement, queryBytes: query, parameterTypes: types)
     }
 
     public func encode(into buffer: inout ByteBuffer) {
         buffer.writeMessage(FrontendMessageID.parse) {
             $0.writeNullTerminatedString(self.statement)
-            $0.writeNullTerminatedString(self.query)
-            $0.writeInteger(Int16(self.parameterTypes.count))
+            $0.writeBytes(self.queryBytes)
+            $0.writeInteger(UInt8(0))
+            $0.writeInteger(UInt16(truncatingIfNeeded: self.parameterTypes.count))
             for type in self.parameterTypes { $0.writeInteger(type) }
         }
     }

@@ -39,6 +39,8 @@ public struct ResponseQueue: Sendable {
 
     private var entries: [ExpectedResponse] = []
     private var head = 0
+    /// After an error in the extended protocol the server discards every message until Sync.
+    public private(set) var skippingUntilSync = false
 
     public init() {}
 
@@ -46,8 +48,17 @@ public struct ResponseQueue: Sendable {
     public var count: Int { self.entries.count - self.head }
     public var first: ExpectedResponse? { self.isEmpty ? nil : self.entries[self.head] }
 
-    public mutating func append(_ response: ExpectedResponse) {
+    /// Records what the server owes for a message just sent. Returns false, recording nothing, when the
+    /// server will discard the message because it is skipping until Sync.
+    @discardableResult
+    public mutating func append(_ response: ExpectedResponse) -> Bool {
+        if response == .sync {
+            self.skippingUntilSync = false
+        } else if self.skippingUntilSync {
+            return false
+        }
         self.entries.append(response)
+        return true
     }
 
     /// Takes back the last entry appended.
@@ -59,6 +70,8 @@ public struct ResponseQueue: Sendable {
     /// Appends a response the agent writes itself. Returns true when nothing is pending before it, so the
     /// caller writes it now; otherwise it is handed out by `serverMessage` in its turn.
     public mutating func appendSynthesized(_ type: UInt8) -> Bool {
+        // A message the server would have skipped gets no answer from the agent either.
+        if self.skippingUntilSync { return false }
         if self.isEmpty { return true }
         self.entries.append(.synthesize(type))
         return false
@@ -94,11 +107,14 @@ public struct ResponseQueue: Sendable {
         case BackendMessageID.readyForQuery:
             if self.first == .sync || self.first == .query { self.pop() }
         case BackendMessageID.errorResponse:
-            // The server now skips extended-protocol messages until Sync; nothing comes for them.
-            while let entry = self.first, entry.isSkippedAfterError {
+            // An error in an extended-protocol message makes the server skip everything (a simple Query
+            // too) until Sync: nothing comes for those messages. An error in a simple Query does not.
+            guard let head = self.first, head.isSkippedAfterError else { return .forward }
+            while let entry = self.first, entry != .sync {
                 if case .parse(_, let statement?) = entry { forget(statement) }
                 self.pop()
             }
+            if self.isEmpty { self.skippingUntilSync = true }
             return .forward
         default:
             return .forward
@@ -125,6 +141,7 @@ public struct ResponseQueue: Sendable {
     public mutating func removeAll() {
         self.entries.removeAll(keepingCapacity: true)
         self.head = 0
+        self.skippingUntilSync = false
     }
 
     private mutating func pop() {

@@ -1,6 +1,5 @@
 // Starts and stops the agent: listeners, pools, the control socket and signal handling.
 
-import Dispatch
 import Logging
 import NIOCore
 import NIOPosix
@@ -22,7 +21,6 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
     private let runtime: AgentRuntime
     private var listeners: [any Channel] = []
     private var controlChannel: (any Channel)?
-    private var signalSources: [any DispatchSourceSignal] = []
     private let stopped: EventLoopPromise<Void>
     private var stopping = false
     private var stoppedMarked = false
@@ -30,6 +28,8 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        // Before any thread exists, so every thread inherits the mask and no signal is lost.
+        SignalWaiter.blockHandledSignals()
         // One event loop carries all client and server traffic, like PgBouncer: pool state needs no locks.
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         // Blocking libpq connects and cancels run here, never on the event loop.
@@ -61,7 +61,6 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
             "pools": "\(self.configuration.pools.keys.sorted().joined(separator: ","))",
         ])
         try? self.stopped.futureResult.wait()
-        for source in self.signalSources { source.cancel() }
         try? self.controlChannel?.close().wait()
         unlink(self.configuration.controlSocket)
         if let path = self.unixSocketPath { unlink(path) }
@@ -130,16 +129,17 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
     // MARK: Stopping
 
     private func installSignalHandlers() {
-        let queue = DispatchQueue(label: "poolagent.signals")
-        for (number, action) in [(SIGTERM, ShutdownMode.graceful), (SIGINT, .immediate)] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { [self] in
-                self.logger.notice("signal received, shutting down", metadata: ["signal": "\(number)", "mode": "\(action)"])
-                self.shutdown(action)
+        SignalWaiter.start { [self] number in
+            switch number {
+            case SIGTERM:
+                self.logger.notice("SIGTERM received: graceful shutdown")
+                self.shutdown(.graceful)
+            case SIGINT:
+                self.logger.notice("SIGINT received: immediate shutdown")
+                self.shutdown(.immediate)
+            default:
+                self.logger.notice("SIGHUP received: reloading the configuration is not supported yet; ignored")
             }
-            source.resume()
-            self.signalSources.append(source)
         }
     }
 

@@ -109,6 +109,19 @@ where Instant.Duration == Duration {
         return Action(.fail(request, .waitTimeout(self.configuration.waitTimeout)))
     }
 
+    /// Refuses every waiter whose deadline has passed, oldest first; also returns the earliest deadline
+    /// still pending, so one timer can serve the whole queue.
+    public mutating func expireWaiters(now: Instant) -> (expired: [Request], nextDeadline: Instant?) {
+        var expired: [Request] = []
+        while let waiter = self.waiters.first, waiter.deadline <= now {
+            _ = self.waiters.popFirst()
+            expired.append(waiter.request)
+        }
+        // Deadlines are in arrival order unless wait_timeout changed; the earliest decides the next check.
+        let next = self.waiters.elements.map(\.deadline).min()
+        return (expired, next)
+    }
+
     /// The client of a waiting request went away.
     public mutating func requestCancelled(_ request: Request) -> Action {
         _ = self.waiters.remove(where: { $0.request == request })

@@ -26,14 +26,16 @@ extension ClientSession {
         /// Makes sure the server has `statement`, sending the agent's Parse (and an LRU Close) if not.
         func ensure(_ statement: ClientStatement, swallow: Bool) {
             if server.usesStatement(statement.id) { return }
-            var out = server.channel.allocator.buffer(capacity: statement.parse.query.utf8.count + 32)
+            var out = server.channel.allocator.buffer(capacity: statement.parse.queryBytes.count + 32)
             if let evicted = server.addStatement(statement.id, limit: limit) {
                 TargetMessage(kind: TargetMessage.statement, name: StatementRegistry.serverName(evicted))
                     .encode(into: &out, type: FrontendMessageID.close)
                 server.responses.append(.close(swallow: true))
             }
             statement.parse.encode(into: &out)
-            server.responses.append(.parse(swallow: swallow, statement: statement.id))
+            if !server.responses.append(.parse(swallow: swallow, statement: statement.id)) {
+                server.forgetStatement(statement.id)  // skipped by the server after an error
+            }
             server.write(out)
         }
 
@@ -43,8 +45,7 @@ extension ClientSession {
                 case .message(let type, let start, let body):
                     switch type {
                     case FrontendMessageID.query, FrontendMessageID.functionCall:
-                        server.outstanding += 1
-                        server.responses.append(.query)
+                        if server.responses.append(.query) { server.outstanding += 1 }
                     case FrontendMessageID.sync:
                         server.unsynced = false
                         // In COPY FROM STDIN the server ignores Sync; it answers nothing.
@@ -109,18 +110,18 @@ extension ClientSession {
                         server.responses.append(.bind)
                     case FrontendMessageID.describe:
                         server.unsynced = true
-                        server.responses.append(.describe)
-                        guard limit > 0, var body else { continue }
-                        var describe = try TargetMessage.decode(from: &body)
-                        guard describe.isStatement, let statement = self.statements[describe.name] else { continue }
-                        _ = server.responses.removeLast()
-                        passRun(until: start)
-                        runStart = cursor
-                        ensure(statement, swallow: true)
-                        describe.name = StatementRegistry.serverName(statement.id)
-                        var out = server.channel.allocator.buffer(capacity: describe.name.utf8.count + 8)
-                        describe.encode(into: &out, type: FrontendMessageID.describe)
-                        server.write(out)
+                        if limit > 0, var body {
+                            var describe = try TargetMessage.decode(from: &body)
+                            if describe.isStatement, let statement = self.statements[describe.name] {
+                                passRun(until: start)
+                                runStart = cursor
+                                ensure(statement, swallow: true)
+                                describe.name = StatementRegistry.serverName(statement.id)
+                                var out = server.channel.allocator.buffer(capacity: describe.name.utf8.count + 8)
+                                describe.encode(into: &out, type: FrontendMessageID.describe)
+                                server.write(out)
+                            }
+                        }
                         server.responses.append(.describe)
                     case FrontendMessageID.close:
                         server.unsynced = true

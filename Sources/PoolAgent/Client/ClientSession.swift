@@ -44,6 +44,10 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private(set) var loggedIn = false
     /// The ParameterStatus values this client has been told, kept in force on whichever server it gets.
     private(set) var reported: [String: String] = [:]
+    /// The client's settings from its startup packet (parameters and `options`).
+    private(set) var startupSettings: [(String, String)] = []
+    /// Equal for clients whose settings are equal: a server last used with the same key needs no sync.
+    private(set) var settingsKey = 0
     private var logger: Logger
 
     static let maximumPendingInput = 1 << 20
@@ -170,7 +174,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             return
         }
         do {
-            _ = try StartupOptions.settings(of: message)
+            self.startupSettings = try StartupOptions.settings(of: message)
         } catch {
             self.fatal(.fatal("0A000", error.message))
             return
@@ -194,11 +198,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         if pool.settings.mode == .transaction, let defaults = pool.defaultParameters {
             // Transaction mode logs in without a server: the pool's values, with the client's own on top;
             // its settings reach a server with its first transaction.
-            var reported = defaults
-            for (name, value) in (try? StartupOptions.settings(of: message)) ?? [] {
-                if let key = reported.keys.first(where: { $0.lowercased() == name.lowercased() }) { reported[key] = value }
-            }
-            self.reported = reported
+            let reported = self.loginExpectations(defaults: defaults)
+            self.setReported(reported)
             self.state = .active
             self.completeLogin(parameters: reported)
             if let pending = self.pendingInput {
@@ -214,15 +215,21 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     // MARK: Pool outcomes
 
     func serverAssigned(_ server: ServerConnection) {
-        guard self.state == .waiting, let startup = self.startup, let settings = try? StartupOptions.settings(of: startup) else {
+        guard self.state == .waiting else {
             server.clientLeft(clean: true)
             return
         }
         self.server = server
         self.state = .syncing
+        if self.loggedIn, server.settingsKey == self.settingsKey {
+            // The server last served a client with the same settings: nothing to apply.
+            self.serverReady()
+            return
+        }
+        // Before login the client expects the pool's defaults (a fresh server's values) with its own on top.
         let plan = SettingsPlan(
-            expected: self.loggedIn ? self.reported : nil,
-            startup: settings,
+            expected: self.loggedIn ? self.reported : self.loginExpectations(defaults: server.link.parameters),
+            startup: self.startupSettings,
             server: server.parameters,
             applied: server.appliedSettings
         )
@@ -244,7 +251,10 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     /// The server now has this client's settings: finish the login, or send what the client is waiting to send.
     private func serverReady() {
         guard let server = self.server else { return }
-        self.reported = server.parameters
+        if server.settingsKey != self.settingsKey || !self.loggedIn {
+            self.setReported(server.parameters)
+            server.settingsKey = self.settingsKey
+        }
         self.state = .active
         if !self.loggedIn {
             self.completeLogin(parameters: server.parameters)
@@ -300,7 +310,37 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     /// A parameter the server reported while serving this client (after a SET): the client has seen it.
     func parameterChanged(name: String, value: String) {
-        self.reported[name] = value
+        guard self.reported[name] != value else { return }
+        var reported = self.reported
+        reported[name] = value
+        self.setReported(reported)
+        self.server?.settingsKey = self.settingsKey
+    }
+
+    /// The reported values a client should see at login: `defaults` with its startup settings on top.
+    private func loginExpectations(defaults: [String: String]) -> [String: String] {
+        var expected = defaults
+        for (name, value) in self.startupSettings {
+            if let key = expected.keys.first(where: { $0.lowercased() == name.lowercased() }) { expected[key] = value }
+        }
+        return expected
+    }
+
+    /// Records the values the client has seen and the pool's key for its whole set of settings.
+    private func setReported(_ reported: [String: String]) {
+        self.reported = reported
+        guard let pool = self.pool else { return }
+        var text = ""
+        for (name, value) in reported.sorted(by: { $0.key < $1.key })
+        where SettingsPlan.settableReported.contains(name.lowercased()) {
+            text += "\(name)=\(value)\u{0}"
+        }
+        text += "\u{1}"
+        let reportedNames = Set(reported.keys.map { $0.lowercased() })
+        for (name, value) in self.startupSettings where !reportedNames.contains(name.lowercased()) {
+            text += "\(name.lowercased())=\(value)\u{0}"
+        }
+        self.settingsKey = pool.settingsKeys.key(for: text)
     }
 
     /// Transaction mode: the client sent something while it holds no server; keep it and queue for one.

@@ -5,6 +5,8 @@ struct SettingsPlan: Equatable {
     var sets: [(String, String)] = []
     /// Settings the agent applied for an earlier client that this client did not ask for: back to reset_val.
     var resets: [String] = []
+    /// Lowercased names the server reports; the others are tracked in `applied`.
+    private var reportedNames: Set<String> = []
 
     var isEmpty: Bool { self.sets.isEmpty && self.resets.isEmpty }
 
@@ -17,7 +19,6 @@ struct SettingsPlan: Equatable {
         "application_name", "client_encoding", "datestyle", "intervalstyle", "timezone",
         "standard_conforming_strings", "search_path", "default_transaction_read_only",
     ]
-    static let reported: Set<String> = Set(ReportedParameters.all.map { $0.lowercased() })
 
     /// - Parameters:
     ///   - expected: the reported values the client has been told, or nil before its login completes
@@ -28,9 +29,10 @@ struct SettingsPlan: Equatable {
         var serverByLower: [String: String] = [:]
         for (name, value) in server { serverByLower[name.lowercased()] = value }
         var wantedOthers = Set<String>()
-        for (name, value) in startup {
+        for (name, value) in StartupOptions.lastValues(startup) {
             let lower = name.lowercased()
-            if Self.reported.contains(lower) {
+            // Reported means reported by this server: search_path is, from PostgreSQL 18 on.
+            if serverByLower[lower] != nil {
                 if expected == nil, serverByLower[lower] != value { self.sets.append((name, value)) }
             } else {
                 wantedOthers.insert(lower)
@@ -44,6 +46,7 @@ struct SettingsPlan: Equatable {
             }
         }
         self.resets = applied.keys.filter { !wantedOthers.contains($0) }.sorted()
+        self.reportedNames = Set(serverByLower.keys)
     }
 
     /// One statement, so the changes apply together or not at all.
@@ -59,7 +62,7 @@ struct SettingsPlan: Equatable {
     func applied(after previous: [String: String]) -> [String: String] {
         var result = previous
         for name in self.resets { result.removeValue(forKey: name) }
-        for (name, value) in self.sets where !Self.reported.contains(name.lowercased()) { result[name.lowercased()] = value }
+        for (name, value) in self.sets where !self.reportedNames.contains(name.lowercased()) { result[name.lowercased()] = value }
         return result
     }
 

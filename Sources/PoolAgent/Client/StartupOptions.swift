@@ -6,7 +6,8 @@ enum StartupOptions {
     /// Startup parameters that are not run-time settings.
     static let notSettings: Set<String> = ["user", "database", "options", "replication"]
 
-    /// The settings to apply on the client's server, in the order given; `options` switches expanded.
+    /// The settings to apply on the client's server; `options` switches expanded. A setting given twice
+    /// keeps its last value (as PostgreSQL applies them in order), at the place of its first mention.
     static func settings(of startup: StartupMessage) throws(StartupOptionsError) -> [(String, String)] {
         var settings: [(String, String)] = []
         for (name, value) in startup.parameters {
@@ -16,7 +17,22 @@ enum StartupOptions {
                 settings.append((name, value))
             }
         }
-        return settings
+        return self.lastValues(settings)
+    }
+
+    /// One entry per setting (names compared case-insensitively), holding its last value.
+    static func lastValues(_ settings: [(String, String)]) -> [(String, String)] {
+        var result: [(String, String)] = []
+        var positions: [String: Int] = [:]
+        for (name, value) in settings {
+            if let position = positions[name.lowercased()] {
+                result[position].1 = value
+            } else {
+                positions[name.lowercased()] = result.count
+                result.append((name, value))
+            }
+        }
+        return result
     }
 
     /// Splits libpq's `options` string (whitespace-separated, backslash escapes) into `-c` settings.

@@ -15,11 +15,14 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     private let connectParameters: [(String, String)]
     private var machine: Machine
     private(set) var servers: [Int: ServerConnection] = [:]
-    private var waiters: [Int: (client: ClientSession, timer: Scheduled<Void>?)] = [:]
+    private var waiters: [Int: ClientSession] = [:]
+    /// One timer for the whole wait queue, set for the earliest deadline.
+    private var waitTimer: Scheduled<Void>?
     private let logger: Logger
     private let nextServerID: () -> Int
     let stats = PoolStatistics()
     let statements = StatementRegistry()
+    let settingsKeys = SettingsKeys()
     /// ParameterStatus values of a fresh server of this pool, for transaction-mode logins.
     private(set) var defaultParameters: [String: String]?
     private(set) var lastError: String?
@@ -64,14 +67,13 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     func acquire(for client: ClientSession) {
         self.stats.checkouts += 1
-        self.waiters[client.id] = (client, nil)
+        self.waiters[client.id] = client
         self.perform(self.machine.leaseRequested(client.id, now: .now))
     }
 
     /// A waiting client went away before it got a server.
     func cancelWait(for client: ClientSession) {
-        guard let waiter = self.waiters.removeValue(forKey: client.id) else { return }
-        waiter.timer?.cancel()
+        guard self.waiters.removeValue(forKey: client.id) != nil else { return }
         self.perform(self.machine.requestCancelled(client.id))
     }
 
@@ -115,21 +117,16 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
                 self.fail(clientID, .connectFailed("internal error: the leased server was lost"))
                 break
             }
-            guard let waiter = self.waiters.removeValue(forKey: clientID) else {
+            guard let client = self.waiters.removeValue(forKey: clientID) else {
                 self.logger.error("pool leased to an unknown client", metadata: [LogKey.client: "\(clientID)"])
                 self.perform(self.machine.connectionReleased(serverID, reusable: true, now: .now))
                 break
             }
-            waiter.timer?.cancel()
-            server.link(to: waiter.client)
-            waiter.client.serverAssigned(server)
-        case .wait(let clientID, let deadline):
+            server.link(to: client)
+            client.serverAssigned(server)
+        case .wait(_, let deadline):
             self.stats.waits += 1
-            let delay = ContinuousClock.now.duration(to: deadline)
-            let timer = self.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay.seconds * 1e9))) { [self] in
-                self.perform(self.machine.waitTimedOut(clientID, now: .now))
-            }
-            self.waiters[clientID]?.timer = timer
+            if self.waitTimer == nil { self.scheduleWaitTimer(at: deadline) }
         case .fail(let clientID, let error):
             self.fail(clientID, error)
         case .close(let serverID):
@@ -139,10 +136,19 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     }
 
     private func fail(_ clientID: Int, _ error: PoolError) {
-        guard let waiter = self.waiters.removeValue(forKey: clientID) else { return }
-        waiter.timer?.cancel()
+        guard let client = self.waiters.removeValue(forKey: clientID) else { return }
         if case .waitTimeout = error { self.stats.waitTimeouts += 1 }
-        waiter.client.poolRefused(error)
+        client.poolRefused(error)
+    }
+
+    private func scheduleWaitTimer(at deadline: ContinuousClock.Instant) {
+        let delay = max(.zero, ContinuousClock.now.duration(to: deadline))
+        self.waitTimer = self.eventLoop.scheduleTask(in: delay.timeAmount + .milliseconds(1)) { [self] in
+            self.waitTimer = nil
+            let (expired, next) = self.machine.expireWaiters(now: .now)
+            for clientID in expired { self.fail(clientID, .waitTimeout(self.settings.waitTimeout)) }
+            if let next { self.scheduleWaitTimer(at: next) }
+        }
     }
 
     private func openServer() {

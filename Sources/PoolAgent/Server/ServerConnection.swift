@@ -48,6 +48,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     /// Agent statement ids prepared on this backend, with their last use for the LRU.
     private(set) var prepared: [Int: UInt64] = [:]
     private var statementClock: UInt64 = 0
+    /// The settings key of the client whose settings this server has; nil after a reset.
+    var settingsKey: Int?
     /// Non-reported settings the agent applied for the current or last client, by lowercased name.
     var appliedSettings: [String: String] = [:]
     /// Cancel requests sent to this backend and not yet acknowledged; the server is not handed to
@@ -135,7 +137,10 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
             } else if self.transactionStatus != .idle {
                 self.returnToPool(reusable: false, reason: "still \(self.transactionStatus) after reset")
             } else {
-                if sessionMode { self.appliedSettings = [:] }
+                if sessionMode {
+                    self.appliedSettings = [:]
+                    self.settingsKey = nil
+                }
                 self.returnToPool(reusable: true, reason: nil)
             }
         }
@@ -308,6 +313,10 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         self.statementClock += 1
         self.prepared[id] = self.statementClock
         return true
+    }
+
+    func forgetStatement(_ id: Int) {
+        self.prepared.removeValue(forKey: id)
     }
 
     /// Records that `id` is being prepared here; returns the least recently used statement to close when

@@ -1,6 +1,7 @@
 // Starts the real poolagent binary with a generated configuration and stops it after the test.
 
 import Foundation
+import Testing
 
 final class AgentProcess: @unchecked Sendable {  // Driven from one test at a time.
     let process = Process()
@@ -41,7 +42,11 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
     deinit {
         if self.process.isRunning {
             kill(self.process.processIdentifier, SIGINT)
-            self.process.waitUntilExit()
+            if self.waitForExit(timeout: 10) == nil {
+                Issue.record("poolagent did not stop within 10 s of SIGINT")
+                kill(self.process.processIdentifier, SIGKILL)
+                self.process.waitUntilExit()
+            }
         }
         try? FileManager.default.removeItem(at: self.directory)
     }
