@@ -41,6 +41,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
+            // The OpenRPC document of protocol/, compiled in for rpc.discover.
+            resources: [.embedInCode("Resources/openrpc.json")],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -108,11 +108,14 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         // The socket is created with the configured mode: no window where it is wider.
         let oldMask = umask(0o777 & ~mode_t(self.configuration.controlSocketMode))
         defer { umask(oldMask) }
+        let allowedUIDs = self.configuration.controlAllowedUIDs
         do {
             self.controlChannel = try ServerBootstrap(group: self.group)
+                // Nothing is read before the peer's uid is checked.
+                .childChannelOption(ChannelOptions.autoRead, value: false)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ControlConnectionHandler(service: control))
+                        try channel.pipeline.syncOperations.addHandler(ControlConnectionHandler(service: control, allowedUIDs: allowedUIDs))
                     }
                 }
                 .bind(unixDomainSocketPath: controlPath).wait()
@@ -149,7 +152,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
 
     /// Graceful: stop accepting, let sessions end until `shutdown_timeout`, then terminate the rest.
     /// Immediate: terminate every client and server now.
-    func shutdown(_ mode: ShutdownMode) {
+    func shutdown(_ mode: ShutdownMode, deadline: Duration? = nil) {
         let loop = self.runtime.eventLoop
         loop.execute { [self] in
             if self.stopping && mode == .graceful { return }
@@ -159,7 +162,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
             switch mode {
             case .graceful:
                 self.runtime.beginShutdown()
-                loop.scheduleTask(in: self.configuration.shutdownTimeout.timeAmount) { [self] in
+                loop.scheduleTask(in: (deadline ?? self.configuration.shutdownTimeout).timeAmount) { [self] in
                     self.runtime.terminateAll(reason: "shutting down")
                     self.finishSoon()
                 }

@@ -1,5 +1,6 @@
 // The agent's shared state on its event loop: pools, client sessions, cancel keys and shutdown.
 
+import ControlRPC
 import Logging
 import NIOCore
 import NIOPosix
@@ -7,7 +8,7 @@ import PGWire
 
 /// Everything client sessions and pools share. Lives on the data event loop; no locks.
 final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's event loop.
-    let configuration: AgentConfiguration
+    private(set) var configuration: AgentConfiguration
     let eventLoop: any EventLoop
     let threadPool: NIOThreadPool
     let logger: Logger
@@ -22,6 +23,12 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     private var random = SystemRandomNumberGenerator()
     /// Runs when the last client and server are gone during a graceful shutdown.
     var onDrained: (() -> Void)?
+    /// Receives every event for `subscribe`rs of the control socket.
+    var onEvent: ((String, [(String, JSONValue)]) -> Void)?
+    /// The last closed connections with why they closed, for list-clients and list-servers.
+    private(set) var recentlyClosedClients: [(id: Int, reason: String)] = []
+    private(set) var recentlyClosedServers: [(id: Int, pool: String, backendPID: Int32, reason: String)] = []
+    static let recentlyClosedLimit = 50
 
     init(configuration: AgentConfiguration, eventLoop: any EventLoop, threadPool: NIOThreadPool, logger: Logger) throws {
         self.configuration = configuration
@@ -29,18 +36,39 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         self.threadPool = threadPool
         self.logger = logger
         for (name, settings) in configuration.pools {
-            self.pools[name] = try Pool(settings: settings, eventLoop: eventLoop, threadPool: threadPool, logger: logger) { [unowned self] in
-                self.nextServerID += 1
-                return self.nextServerID
-            }
+            self.pools[name] = try self.makePool(settings)
         }
     }
 
-    func start() {
-        for pool in self.pools.values {
-            pool.onServerGone = { [unowned self] in self.checkDrained() }
-            pool.start()
+    private func makePool(_ settings: PoolSettings) throws -> Pool {
+        try Pool(settings: settings, eventLoop: self.eventLoop, threadPool: self.threadPool, logger: self.logger) { [unowned self] in
+            self.nextServerID += 1
+            return self.nextServerID
         }
+    }
+
+    private func startPool(_ pool: Pool) {
+        pool.onServerGone = { [unowned self] in self.checkDrained() }
+        pool.onServerClosed = { [unowned self] server in
+            self.recentlyClosedServers.append((server.id, pool.name, server.backendPID, server.closeReason ?? "closed"))
+            if self.recentlyClosedServers.count > Self.recentlyClosedLimit { self.recentlyClosedServers.removeFirst() }
+        }
+        pool.onUpstreamChange = { [unowned self] up, message in
+            self.emit("upstream", [("pool", .string(pool.name)), ("state", .string(up ? "up" : "down")), ("error", message.map { .string($0) } ?? .null)])
+        }
+        pool.start()
+    }
+
+    func emit(_ type: String, _ fields: [(String, JSONValue)]) {
+        self.onEvent?(type, fields)
+    }
+
+    func emit(_ type: String, _ fields: KeyValuePairs<String, JSONValue>) {
+        self.onEvent?(type, fields.map { ($0.key, $0.value) })
+    }
+
+    func start() {
+        for pool in self.pools.values { self.startPool(pool) }
     }
 
     func makeClientSession() -> ClientSession {
@@ -54,6 +82,8 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
 
     func clientClosed(_ client: ClientSession) {
         self.clients.removeValue(forKey: client.id)
+        self.recentlyClosedClients.append((client.id, client.closeReason ?? "client disconnected"))
+        if self.recentlyClosedClients.count > Self.recentlyClosedLimit { self.recentlyClosedClients.removeFirst() }
         self.checkDrained()
     }
 
@@ -124,5 +154,72 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         let onDrained = self.onDrained
         self.onDrained = nil
         onDrained?()
+    }
+
+    // MARK: Reload
+
+    /// Re-reads the configuration file. A bad file changes nothing and the errors come back; otherwise pool
+    /// limits and policies apply at once, new pools start, removed pools drain and close, and a changed
+    /// upstream replaces its servers as they are released. Listener and socket changes need a restart.
+    func reload() throws(RPCError) -> JSONValue {
+        let next: AgentConfiguration
+        do {
+            next = try ConfigLoader.load(path: self.configuration.path)
+        } catch {
+            throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
+                           data: ["file": .string(error.file), "errors": [.string(error.description)]])
+        }
+        for (name, settings) in next.pools where self.pools[name] != nil {
+            do {
+                _ = try UpstreamConninfo(parsing: settings.upstream)
+            } catch {
+                throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
+                               data: ["file": .string(next.path), "errors": [.string("pools.\(name).upstream: \(error.description)")]])
+            }
+        }
+        var changed: [JSONValue] = []
+        var added: [JSONValue] = []
+        var removed: [JSONValue] = []
+        var restart: [JSONValue] = []
+        if next.listen != self.configuration.listen { restart.append("agent.listen") }
+        if next.unixSocketDirectory != self.configuration.unixSocketDirectory || next.unixSocketPort != self.configuration.unixSocketPort {
+            restart.append("agent.unix_socket_dir")
+        }
+        if next.controlSocket != self.configuration.controlSocket { restart.append("agent.control_socket") }
+        for (name, settings) in next.pools.sorted(by: { $0.key < $1.key }) {
+            guard let pool = self.pools[name] else {
+                do {
+                    let pool = try self.makePool(settings)
+                    self.pools[name] = pool
+                    self.startPool(pool)
+                    added.append(.string(name))
+                } catch {
+                    restart.append(.string("pools.\(name)"))
+                }
+                continue
+            }
+            guard pool.settings != settings else { continue }
+            if pool.settings.mode != settings.mode {
+                restart.append(.string("pools.\(name).mode"))
+            }
+            pool.apply(settings)
+            changed.append(.string(name))
+        }
+        for (name, pool) in self.pools where next.pools[name] == nil {
+            removed.append(.string(name))
+            pool.shutdown()
+            for client in self.clients.values where client.pool === pool {
+                client.fatal(.fatal("57P01", "terminating connection because pool \"\(name)\" was removed from the configuration"))
+            }
+            pool.closeAll(reason: "pool removed by reload")
+            self.pools.removeValue(forKey: name)
+        }
+        self.configuration = next
+        let result: JSONValue = [
+            "file": .string(next.path), "changed": .array(changed), "added": .array(added),
+            "removed": .array(removed), "requires_restart": .array(restart),
+        ]
+        self.emit("reload", result.objectValue ?? [])
+        return result
     }
 }

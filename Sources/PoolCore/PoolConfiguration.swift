@@ -11,14 +11,22 @@ public struct PoolConfiguration: Sendable, Equatable {
     public var waitTimeout: Duration
     /// How long refilling `minIdle` pauses after a failed connect, so a dead upstream is not hammered.
     public var retryDelay: Duration
+    /// A connection older than this is closed when it is next released or found idle; nil keeps it.
+    public var maxLifetime: Duration?
+    /// An idle connection above `minIdle` unused this long is closed; nil keeps it.
+    public var idleTimeout: Duration?
 
     public init(
         size: Int,
         minIdle: Int = 0,
         maxOverflow: Int = 0,
         waitTimeout: Duration = .seconds(30),
-        retryDelay: Duration = .seconds(1)
+        retryDelay: Duration = .seconds(1),
+        maxLifetime: Duration? = nil,
+        idleTimeout: Duration? = nil
     ) {
+        self.maxLifetime = maxLifetime
+        self.idleTimeout = idleTimeout
         self.size = size
         self.minIdle = minIdle
         self.maxOverflow = maxOverflow

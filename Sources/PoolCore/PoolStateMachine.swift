@@ -36,6 +36,14 @@ where Instant.Duration == Duration {
         var deadline: Instant
     }
 
+    struct ConnectionInfo {
+        var createdAt: Instant
+        var idleSince: Instant
+        var generation: Int
+        /// This connection's share of `maxLifetime` (jitter spreads expiry so connections do not expire in waves).
+        var lifetimeFactor: Double
+    }
+
     public private(set) var configuration: PoolConfiguration
     /// Idle connections, most recently used last: leases take the warmest one.
     public private(set) var idle: [Connection] = []
@@ -44,6 +52,11 @@ where Instant.Duration == Duration {
     private var waiters = FIFOQueue<Waiter>()
     private var refillPausedUntil: Instant? = nil
     public private(set) var isShuttingDown = false
+    /// Draining: no leases, every connection closed as it comes back, no new ones opened.
+    public private(set) var isDraining = false
+    private var info: [Connection: ConnectionInfo] = [:]
+    /// Connections from an older generation are replaced as they come back (`retireAll`).
+    private var generation = 0
 
     public init(configuration: PoolConfiguration) {
         self.configuration = configuration
@@ -59,7 +72,7 @@ where Instant.Duration == Duration {
     /// A client asks for a connection.
     public mutating func leaseRequested(_ request: Request, now: Instant) -> Action {
         if self.isShuttingDown { return Action(.fail(request, .shuttingDown)) }
-        if self.waiters.isEmpty, let connection = self.idle.popLast() {
+        if self.waiters.isEmpty, !self.isDraining, let connection = self.idle.popLast() {
             self.leased.insert(connection)
             return Action(.lease(connection, to: request), open: self.connectionsToOpen(now: now))
         }
@@ -68,10 +81,12 @@ where Instant.Duration == Duration {
         return Action(.wait(request, deadline: deadline), open: self.connectionsToOpen(now: now))
     }
 
-    /// A connection started by an `open` action is ready.
-    public mutating func connectionOpened(_ connection: Connection, now: Instant) -> Action {
+    /// A connection started by an `open` action is ready. `lifetimeFactor` (0.9…1.1, from the caller's
+    /// random source) scales `maxLifetime` for this connection.
+    public mutating func connectionOpened(_ connection: Connection, now: Instant, lifetimeFactor: Double = 1) -> Action {
         self.opening -= 1
         self.refillPausedUntil = nil
+        self.info[connection] = ConnectionInfo(createdAt: now, idleSince: now, generation: self.generation, lifetimeFactor: lifetimeFactor)
         return self.place(connection, now: now)
     }
 
@@ -100,6 +115,7 @@ where Instant.Duration == Duration {
         if self.leased.remove(connection) == nil, let index = self.idle.firstIndex(of: connection) {
             self.idle.remove(at: index)
         }
+        self.info.removeValue(forKey: connection)
         return Action(.none, open: self.connectionsToOpen(now: now))
     }
 
@@ -112,6 +128,8 @@ where Instant.Duration == Duration {
     /// Refuses every waiter whose deadline has passed, oldest first; also returns the earliest deadline
     /// still pending, so one timer can serve the whole queue.
     public mutating func expireWaiters(now: Instant) -> (expired: [Request], nextDeadline: Instant?) {
+        // A drain holds clients without counting their wait; `resume` starts their clocks again.
+        if self.isDraining { return ([], nil) }
         var expired: [Request] = []
         while let waiter = self.waiters.first, waiter.deadline <= now {
             _ = self.waiters.popFirst()
@@ -128,9 +146,104 @@ where Instant.Duration == Duration {
         return Action(.none)
     }
 
-    /// Periodic upkeep: refill `minIdle` once a paused refill may resume.
-    public mutating func maintenance(now: Instant) -> Action {
-        Action(.none, open: self.connectionsToOpen(now: now))
+    /// Periodic upkeep: closes idle connections past their lifetime, of an old generation, or unused for
+    /// `idleTimeout` above `minIdle`; refills `minIdle` once a paused refill may resume.
+    public mutating func maintenance(now: Instant) -> (close: [Connection], open: Int) {
+        var close: [Connection] = []
+        var keep: [Connection] = []
+        // Oldest idle first, so idle_timeout trims the coldest and keeps the floor warm.
+        for connection in self.idle {
+            if self.isRetired(connection, now: now) {
+                close.append(connection)
+            } else {
+                keep.append(connection)
+            }
+        }
+        if let idleTimeout = self.configuration.idleTimeout {
+            var surplus = keep.count - self.configuration.minIdle
+            keep = keep.filter { connection in
+                guard surplus > 0, let info = self.info[connection], info.idleSince.advanced(by: idleTimeout) <= now else {
+                    return true
+                }
+                surplus -= 1
+                close.append(connection)
+                return false
+            }
+        }
+        self.idle = keep
+        for connection in close { self.info.removeValue(forKey: connection) }
+        return (close, self.connectionsToOpen(now: now))
+    }
+
+    // MARK: Operations
+
+    /// New limits, applied at once: idle connections above the new size are returned for closing, leased
+    /// ones close when released.
+    public mutating func resize(size: Int, minIdle: Int, maxOverflow: Int, now: Instant) -> (close: [Connection], open: Int) {
+        self.configuration.size = size
+        self.configuration.minIdle = min(minIdle, size)
+        self.configuration.maxOverflow = maxOverflow
+        var close: [Connection] = []
+        while self.openConnections > size, !self.idle.isEmpty {
+            let connection = self.idle.removeFirst()
+            self.info.removeValue(forKey: connection)
+            close.append(connection)
+        }
+        return (close, self.connectionsToOpen(now: now))
+    }
+
+    /// Changes timeouts and lifetimes; existing connections are judged by the new values from now on.
+    public mutating func setPolicy(waitTimeout: Duration? = nil, maxLifetime: Duration??, idleTimeout: Duration??) {
+        if let waitTimeout { self.configuration.waitTimeout = waitTimeout }
+        if let maxLifetime { self.configuration.maxLifetime = maxLifetime }
+        if let idleTimeout { self.configuration.idleTimeout = idleTimeout }
+    }
+
+    /// Every connection open now is replaced: idle ones are returned for closing, leased ones close when
+    /// released; `minIdle` is refilled with new ones.
+    public mutating func retireAll(now: Instant) -> (close: [Connection], open: Int) {
+        self.generation += 1
+        let close = self.idle
+        self.idle.removeAll()
+        for connection in close { self.info.removeValue(forKey: connection) }
+        return (close, self.connectionsToOpen(now: now))
+    }
+
+    /// Holds new leases and closes every connection: idle ones now (returned), leased ones on release.
+    public mutating func drain() -> [Connection] {
+        self.isDraining = true
+        let close = self.idle
+        self.idle.removeAll()
+        for connection in close { self.info.removeValue(forKey: connection) }
+        return close
+    }
+
+    /// True once a drain has closed everything.
+    public var isDrained: Bool { self.isDraining && self.openConnections == 0 && self.opening == 0 }
+
+    /// Lifts a drain: waiters' clocks start again from `now`; returns how many connections to open and
+    /// the earliest wait deadline.
+    public mutating func resume(now: Instant) -> (open: Int, nextDeadline: Instant?) {
+        guard self.isDraining else { return (0, nil) }
+        self.isDraining = false
+        let waiting = self.waiters.removeAll()
+        let deadline = now.advanced(by: self.configuration.waitTimeout)
+        for waiter in waiting { self.waiters.append(Waiter(request: waiter.request, deadline: deadline)) }
+        return (self.connectionsToOpen(now: now), waiting.isEmpty ? nil : deadline)
+    }
+
+    /// The connection's age at `now`, for display.
+    public func age(of connection: Connection, now: Instant) -> Duration? {
+        self.info[connection].map { $0.createdAt.duration(to: now) }
+    }
+
+    private func isRetired(_ connection: Connection, now: Instant) -> Bool {
+        guard let info = self.info[connection] else { return false }
+        if info.generation < self.generation { return true }
+        if let lifetime = self.configuration.maxLifetime, info.createdAt.advanced(by: lifetime * info.lifetimeFactor) <= now {
+            return true
+        }
+        return false
     }
 
     /// Stop serving: every waiter is refused, and idle connections are returned for closing.
@@ -145,14 +258,17 @@ where Instant.Duration == Duration {
     // MARK: Internals
 
     private mutating func place(_ connection: Connection, now: Instant) -> Action {
-        if self.isShuttingDown {
-            return Action(.close(connection))
+        if self.isShuttingDown || self.isDraining || self.isRetired(connection, now: now) {
+            self.info.removeValue(forKey: connection)
+            return Action(.close(connection), open: self.connectionsToOpen(now: now))
         }
+        self.info[connection]?.idleSince = now
         if let waiter = self.waiters.popFirst() {
             self.leased.insert(connection)
             return Action(.lease(connection, to: waiter.request), open: self.connectionsToOpen(now: now))
         }
         if self.openConnections + 1 > self.configuration.size {
+            self.info.removeValue(forKey: connection)
             return Action(.close(connection))
         }
         self.idle.append(connection)
@@ -161,7 +277,7 @@ where Instant.Duration == Duration {
 
     /// Starts connects for waiters not yet covered, then for the idle floor, within the hard limits.
     private mutating func connectionsToOpen(now: Instant) -> Int {
-        if self.isShuttingDown { return 0 }
+        if self.isShuttingDown || self.isDraining { return 0 }
         let total = self.openConnections + self.opening
         let forWaiters = min(
             max(0, self.waiters.count - self.opening),

@@ -35,7 +35,7 @@ import Testing
     @Test func aFailureCoveredByAnotherConnectInProgressRefusesNobody() {
         var machine = Machine(configuration: PoolConfiguration(size: 2, minIdle: 1))
         let clock = MockClock()
-        #expect(machine.maintenance(now: clock.now) == .init(.none, open: 1))
+        #expect(machine.maintenance(now: clock.now) == ([], 1))
         #expect(
             machine.leaseRequested("a", now: clock.now)
                 == .init(.wait("a", deadline: clock.after(.seconds(30))), open: 1))
@@ -48,7 +48,7 @@ import Testing
     @Test func refillPausesForRetryDelayAfterAFailure() {
         var machine = Machine(configuration: PoolConfiguration(size: 3, minIdle: 2, retryDelay: .seconds(1)))
         var clock = MockClock()
-        #expect(machine.maintenance(now: clock.now) == .init(.none, open: 2))
+        #expect(machine.maintenance(now: clock.now) == ([], 2))
         #expect(machine.connectionFailed("refused", now: clock.now) == .init(.none))
         clock.advance(by: .milliseconds(500))
         #expect(machine.connectionFailed("refused", now: clock.now) == .init(.none))
@@ -56,17 +56,17 @@ import Testing
 
         // The pause runs from the latest failure.
         clock.advance(by: .milliseconds(600))
-        #expect(machine.maintenance(now: clock.now) == .init(.none))
+        #expect(machine.maintenance(now: clock.now) == ([], 0))
         clock.advance(by: .milliseconds(399))
-        #expect(machine.maintenance(now: clock.now) == .init(.none))
+        #expect(machine.maintenance(now: clock.now) == ([], 0))
         clock.advance(by: .milliseconds(2))
-        #expect(machine.maintenance(now: clock.now) == .init(.none, open: 2))
+        #expect(machine.maintenance(now: clock.now) == ([], 2))
     }
 
     @Test func waitersStillGetConnectsWhileRefillIsPaused() {
         var machine = Machine(configuration: PoolConfiguration(size: 2, minIdle: 2, retryDelay: .seconds(10)))
         let clock = MockClock()
-        #expect(machine.maintenance(now: clock.now) == .init(.none, open: 2))
+        #expect(machine.maintenance(now: clock.now) == ([], 2))
         #expect(machine.connectionFailed("refused", now: clock.now) == .init(.none))
         #expect(machine.connectionFailed("refused", now: clock.now) == .init(.none))
         #expect(

@@ -27,7 +27,7 @@ import Testing
     @Test func shutdownReturnsIdleConnectionsAndClosesConnectsThatFinishLater() {
         var machine = Machine(configuration: PoolConfiguration(size: 3, minIdle: 3))
         let clock = MockClock()
-        #expect(machine.maintenance(now: clock.now) == .init(.none, open: 3))
+        #expect(machine.maintenance(now: clock.now) == ([], 3))
         _ = machine.connectionOpened(1, now: clock.now)
         _ = machine.connectionOpened(2, now: clock.now)
         _ = machine.leaseRequested("a", now: clock.now)
@@ -40,7 +40,7 @@ import Testing
 
         #expect(machine.connectionOpened(3, now: clock.now) == .init(.close(3)))
         #expect(machine.connectionReleased(2, reusable: true, now: clock.now) == .init(.close(2)))
-        #expect(machine.maintenance(now: clock.now) == .init(.none))
+        #expect(machine.maintenance(now: clock.now) == ([], 0))
         #expect(machine.openConnections == 0)
         #expect(machine.opening == 0)
     }
@@ -54,6 +54,6 @@ import Testing
         _ = machine.shutdown()
         #expect(machine.connectionFailed("refused", now: clock.now) == .init(.none))
         #expect(machine.connectionClosed(1, now: clock.now) == .init(.none))
-        #expect(machine.maintenance(now: clock.now) == .init(.none))
+        #expect(machine.maintenance(now: clock.now) == ([], 0))
     }
 }

@@ -100,9 +100,9 @@ struct PoolSimulation {
         default:
             self.clock.advance(by: .milliseconds(Int.random(in: 0...400, using: &self.random)))
             self.fireTimers()
-            let action = self.machine.maintenance(now: self.clock.now)
-            #expect(action.primary == .none)
-            self.perform(action)
+            let upkeep = self.machine.maintenance(now: self.clock.now)
+            #expect(upkeep.close.isEmpty, "no lifetime or idle timeout is configured")
+            self.perform(.init(.none, open: upkeep.open))
             self.checkIdleFloor()
         }
         self.checkInvariants()

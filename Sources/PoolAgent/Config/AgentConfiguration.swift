@@ -1,6 +1,7 @@
 // The validated configuration of the agent and its pools, as plain values.
 
 import CLibPQ
+import ControlRPC
 import PoolCore
 
 public enum PoolMode: String, Sendable, Equatable {
@@ -24,6 +25,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var unixSocketPort: Int
     public var controlSocket: String
     public var controlSocketMode: Int
+    /// Peer uids allowed on the control socket (checked with SO_PEERCRED).
+    public var controlAllowedUIDs: [Int]
     public var loginTimeout: Duration
     public var shutdownTimeout: Duration
     public var logLevel: String
@@ -43,17 +46,65 @@ public struct PoolSettings: Sendable, Equatable {
     public var resetQuery: String
     /// Transaction mode: protocol-level statements kept per server (LRU); 0 passes names through unchanged.
     public var maxPreparedStatements: Int
+    /// Servers older than this (±10% per server) are closed when released or idle; nil keeps them.
+    public var maxLifetime: Duration?
+    /// Idle servers above `min_idle` unused this long are closed; nil keeps them.
+    public var idleTimeout: Duration?
     public var serverSettings: [(String, String)]
 
     public var poolConfiguration: PoolConfiguration {
-        PoolConfiguration(size: self.size, minIdle: self.minIdle, maxOverflow: self.maxOverflow, waitTimeout: self.waitTimeout)
+        PoolConfiguration(
+            size: self.size,
+            minIdle: self.minIdle,
+            maxOverflow: self.maxOverflow,
+            waitTimeout: self.waitTimeout,
+            maxLifetime: self.maxLifetime,
+            idleTimeout: self.idleTimeout
+        )
     }
 
     public static func == (lhs: PoolSettings, rhs: PoolSettings) -> Bool {
         lhs.name == rhs.name && lhs.upstream == rhs.upstream && lhs.mode == rhs.mode && lhs.size == rhs.size
             && lhs.minIdle == rhs.minIdle && lhs.maxOverflow == rhs.maxOverflow && lhs.waitTimeout == rhs.waitTimeout
             && lhs.connectTimeout == rhs.connectTimeout && lhs.resetQuery == rhs.resetQuery
-            && lhs.maxPreparedStatements == rhs.maxPreparedStatements
+            && lhs.maxPreparedStatements == rhs.maxPreparedStatements && lhs.maxLifetime == rhs.maxLifetime
+            && lhs.idleTimeout == rhs.idleTimeout
             && lhs.serverSettings.elementsEqual(rhs.serverSettings) { $0 == $1 }
+    }
+}
+
+extension AgentConfiguration {
+    /// The effective configuration for `config`: every key with its value, passwords in upstreams hidden.
+    var redactedJSON: JSONValue {
+        [
+            "file": .string(self.path),
+            "agent": [
+                "listen": .array(self.listen.map { .string($0.description) }),
+                "unix_socket_dir": self.unixSocketDirectory.map { .string($0) } ?? .null,
+                "unix_socket_port": JSONValue(self.unixSocketPort),
+                "control_socket": .string(self.controlSocket),
+                "control_socket_mode": .string(String(self.controlSocketMode, radix: 8)),
+                "control_allowed_uids": .array(self.controlAllowedUIDs.map { JSONValue($0) }),
+                "login_timeout_s": JSONValue(self.loginTimeout.seconds),
+                "shutdown_timeout_s": JSONValue(self.shutdownTimeout.seconds),
+                "log_level": .string(self.logLevel),
+            ],
+            "pools": .object(self.pools.sorted { $0.key < $1.key }.map { name, pool in
+                (name, [
+                    "upstream": .string((try? UpstreamConninfo(parsing: pool.upstream).redacted) ?? "(invalid)"),
+                    "mode": .string(pool.mode.rawValue),
+                    "size": JSONValue(pool.size),
+                    "min_idle": JSONValue(pool.minIdle),
+                    "max_overflow": JSONValue(pool.maxOverflow),
+                    "wait_timeout_s": JSONValue(pool.waitTimeout.seconds),
+                    "connect_timeout_s": JSONValue(pool.connectTimeout.seconds),
+                    "reset_query": .string(pool.resetQuery),
+                    "max_prepared_statements": JSONValue(pool.maxPreparedStatements),
+                    "max_lifetime_s": pool.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
+                    "idle_timeout_s": pool.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
+                    "server_settings": .object(pool.serverSettings.map { ($0.0, .string($0.1)) }),
+                ])
+            }),
+        ]
     }
 }

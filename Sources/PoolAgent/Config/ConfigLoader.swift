@@ -7,11 +7,11 @@ import Glibc
 public enum ConfigLoader {
     static let agentKeys: Set<String> = [
         "listen", "unix_socket_dir", "unix_socket_port", "control_socket", "control_socket_mode",
-        "login_timeout", "shutdown_timeout", "log_level",
+        "login_timeout", "shutdown_timeout", "log_level", "control_allowed_uids",
     ]
     static let poolKeys: Set<String> = [
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
-        "reset_query", "server_settings", "max_prepared_statements",
+        "reset_query", "server_settings", "max_prepared_statements", "max_lifetime", "idle_timeout",
     ]
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -82,6 +82,19 @@ public enum ConfigLoader {
                 throw self.error("agent.control_socket", "must be a non-empty path of at most 107 bytes")
             }
             let controlMode = try self.fileMode(agent, "control_socket_mode") ?? 0o600
+            var allowedUIDs = getuid() == 0 ? [0] : [Int(getuid()), 0]
+            if let value = self.lookup(agent, "control_allowed_uids") {
+                guard case .array(let items) = value, !items.isEmpty else {
+                    throw self.error("agent.control_allowed_uids", "expected a non-empty array of uids")
+                }
+                allowedUIDs = []
+                for (index, item) in items.enumerated() {
+                    guard case .integer(let uid) = item, uid >= 0, uid <= Int(UInt32.max) else {
+                        throw self.error("agent.control_allowed_uids[\(index)]", "expected a uid (a non-negative integer)")
+                    }
+                    allowedUIDs.append(uid)
+                }
+            }
             let loginTimeout = try self.duration(agent, "login_timeout", "agent", positive: true) ?? .seconds(60)
             let shutdownTimeout = try self.duration(agent, "shutdown_timeout", "agent", positive: false) ?? .seconds(30)
             let logLevel = try self.optionalString(agent, "log_level", "agent") ?? "info"
@@ -109,6 +122,7 @@ public enum ConfigLoader {
                 unixSocketPort: unixPort,
                 controlSocket: controlSocket,
                 controlSocketMode: controlMode,
+                controlAllowedUIDs: allowedUIDs,
                 loginTimeout: loginTimeout,
                 shutdownTimeout: shutdownTimeout,
                 logLevel: logLevel,
@@ -172,6 +186,10 @@ public enum ConfigLoader {
             }
             (values, section) = merged("max_prepared_statements")
             let maxPrepared = try self.optionalInteger(values, "max_prepared_statements", section, range: 0...100_000) ?? 200
+            (values, section) = merged("max_lifetime")
+            let maxLifetime = try self.duration(values, "max_lifetime", section, positive: true)
+            (values, section) = merged("idle_timeout")
+            let idleTimeout = try self.duration(values, "idle_timeout", section, positive: true)
             (values, section) = merged("server_settings")
             var serverSettings: [(String, String)] = []
             if let value = self.lookup(values, "server_settings") {
@@ -200,6 +218,8 @@ public enum ConfigLoader {
                 connectTimeout: connectTimeout,
                 resetQuery: resetQuery,
                 maxPreparedStatements: maxPrepared,
+                maxLifetime: maxLifetime,
+                idleTimeout: idleTimeout,
                 serverSettings: serverSettings
             )
         }

@@ -7,134 +7,386 @@ import NIOCore
 import Glibc
 #endif
 
+/// One connection's view of the service: where events go and whether it is still there.
+protocol ControlPeer: AnyObject {
+    func sendEvent(_ line: String)
+}
+
 final class ControlService: @unchecked Sendable {  // Confined to the agent's event loop, like the runtime.
-    static let unknownPoolCode = -32001
+    enum Reply {
+        case value(JSONValue)
+        case later(EventLoopFuture<JSONValue>)
+    }
 
     private let runtime: AgentRuntime
     private unowned let agent: Agent
+    private var subscribers: [ObjectIdentifier: (peer: any ControlPeer, events: Set<String>?)] = [:]
+
+    static let eventTypes: Set<String> = ["resize", "drain", "resume", "recycle", "reconnect", "upstream", "reload", "shutdown", "kill"]
 
     init(runtime: AgentRuntime, agent: Agent) {
         self.runtime = runtime
         self.agent = agent
+        runtime.onEvent = { [unowned self] type, fields in self.publish(type, fields) }
     }
 
-    /// Answers one line; nil when it held only notifications.
-    func handle<Bytes: Collection>(line: Bytes) -> String? where Bytes.Element == UInt8 {
+    // MARK: Lines
+
+    /// Answers one line; the future gives nil when the line held only notifications.
+    func handle<Bytes: Collection>(line: Bytes, from peer: any ControlPeer) -> EventLoopFuture<String?> where Bytes.Element == UInt8 {
+        let loop = self.runtime.eventLoop
         switch RPCLine.decode(line) {
         case .single(let request):
-            return self.answer(request)?.json.serialized
+            return self.answer(request, from: peer).map { $0?.json.serialized }
         case .batch(let requests):
-            let responses = requests.compactMap { self.answer($0)?.json }
-            return responses.isEmpty ? nil : JSONValue.array(responses).serialized
+            let answers = requests.map { self.answer($0, from: peer) }
+            return EventLoopFuture.whenAllSucceed(answers, on: loop).map { responses in
+                let present = responses.compactMap { $0?.json }
+                return present.isEmpty ? nil : JSONValue.array(present).serialized
+            }
         }
     }
 
-    private func answer(_ decoded: Result<RPCRequest, RPCResponse>) -> RPCResponse? {
+    func peerGone(_ peer: any ControlPeer) {
+        self.subscribers.removeValue(forKey: ObjectIdentifier(peer))
+    }
+
+    private func answer(_ decoded: Result<RPCRequest, RPCResponse>, from peer: any ControlPeer) -> EventLoopFuture<RPCResponse?> {
+        let loop = self.runtime.eventLoop
         switch decoded {
         case .failure(let response):
-            return response
+            return loop.makeSucceededFuture(response)
         case .success(let request):
-            let outcome: Result<JSONValue, RPCError>
+            let reply: Reply
             do {
-                outcome = .success(try self.call(request))
+                reply = try self.call(request, from: peer)
             } catch {
-                outcome = .failure(error)
+                return loop.makeSucceededFuture(request.id.map { RPCResponse(id: $0, error: error) })
             }
-            guard let id = request.id else { return nil }
-            switch outcome {
-            case .success(let result): return RPCResponse(id: id, result: result)
-            case .failure(let error): return RPCResponse(id: id, error: error)
+            let id = request.id
+            switch reply {
+            case .value(let result):
+                return loop.makeSucceededFuture(id.map { RPCResponse(id: $0, result: result) })
+            case .later(let future):
+                return future.map { result in id.map { RPCResponse(id: $0, result: result) } }
+                    .flatMapErrorThrowing { error in
+                        let rpcError = (error as? RPCError) ?? RPCError(code: RPCError.internalErrorCode, message: "Internal error", data: ["reason": .string("\(error)")])
+                        return id.map { RPCResponse(id: $0, error: rpcError) }
+                    }
             }
         }
     }
 
-    private func call(_ request: RPCRequest) throws(RPCError) -> JSONValue {
+    // MARK: Dispatch
+
+    private func call(_ request: RPCRequest, from peer: any ControlPeer) throws(RPCError) -> Reply {
         switch request.method {
         case "version":
-            try self.expectNoParams(request)
-            return ["version": .string(PoolAgentVersion.current), "pid": JSONValue(Int(getpid()))]
+            _ = try RPCParams(request, allowed: [])
+            return .value(["version": .string(PoolAgentVersion.current), "pid": JSONValue(Int(getpid()))])
         case "stats":
-            let poolName = try self.optionalString(request, "pool")
-            return try self.stats(pool: poolName)
+            let params = try RPCParams(request, allowed: ["pool"])
+            return .value(.object([("pools", .array(try self.pools(params).map(self.poolStats)))] + [("agent", self.agentStats)]))
+        case "resize":
+            return .value(try self.resize(try RPCParams(request, allowed: ["pool", "size", "min_idle", "max_overflow", "autoscale"])))
+        case "drain":
+            return try self.drain(try RPCParams(request, allowed: ["pool", "deadline_s"]))
+        case "resume":
+            let pools = try self.pools(try RPCParams(request, allowed: ["pool"]))
+            for pool in pools {
+                let wasDraining = pool.isDraining
+                pool.resume()
+                if wasDraining { self.runtime.emit("resume", ["pool": .string(pool.name)]) }
+            }
+            return .value(["resumed": .array(pools.map { .string($0.name) })])
+        case "set-recycle":
+            return .value(try self.setRecycle(try RPCParams(request, allowed: ["pool", "max_lifetime_s", "mode", "idle_timeout_s"])))
+        case "reconnect":
+            let pools = try self.pools(try RPCParams(request, allowed: ["pool"]))
+            var results: [JSONValue] = []
+            for pool in pools {
+                let closed = pool.reconnect()
+                self.runtime.emit("reconnect", ["pool": .string(pool.name), "closed_now": JSONValue(closed)])
+                results.append(["pool": .string(pool.name), "closed_now": JSONValue(closed), "replaced_on_release": JSONValue(pool.leasedCount)])
+            }
+            return .value(["pools": .array(results)])
+        case "health":
+            _ = try RPCParams(request, allowed: [])
+            return .value(self.health())
+        case "list-clients":
+            return .value(self.listClients(try self.pools(try RPCParams(request, allowed: ["pool"]))))
+        case "list-servers":
+            return .value(self.listServers(try self.pools(try RPCParams(request, allowed: ["pool"]))))
+        case "kill-client":
+            let params = try RPCParams(request, allowed: ["id"])
+            guard let id = try params.integer("id", in: 1...Int.max) else { throw .invalidParams("id is required") }
+            guard let client = self.runtime.clients[id] else {
+                throw RPCError(code: ControlError.unknownClient, message: "Unknown client", data: ["id": JSONValue(id)])
+            }
+            client.fatal(.fatal("57P01", "terminating connection due to administrator command"))
+            self.runtime.emit("kill", ["client": JSONValue(id)])
+            return .value(["killed": JSONValue(id)])
+        case "reload":
+            _ = try RPCParams(request, allowed: [])
+            return .value(try self.runtime.reload())
+        case "config":
+            _ = try RPCParams(request, allowed: [])
+            return .value(self.runtime.configuration.redactedJSON)
+        case "subscribe":
+            let params = try RPCParams(request, allowed: ["events"])
+            var events: Set<String>? = nil
+            if let value = params.value("events") {
+                guard let items = value.arrayValue, let names = Optional(items.compactMap(\.stringValue)), names.count == items.count else {
+                    throw .invalidParams("events must be an array of event names")
+                }
+                for name in names where !Self.eventTypes.contains(name) {
+                    throw .invalidParams("unknown event \"\(name)\"; expected \(Self.eventTypes.sorted().joined(separator: ", "))")
+                }
+                events = Set(names)
+            }
+            self.subscribers[ObjectIdentifier(peer)] = (peer, events)
+            return .value(["subscribed": .array((events ?? Self.eventTypes).sorted().map { .string($0) })])
+        case "shutdown":
+            let params = try RPCParams(request, allowed: ["mode", "deadline_s"])
+            let mode = try params.string("mode") ?? "graceful"
+            guard let shutdownMode = Agent.ShutdownMode(rawValue: mode) else {
+                throw .invalidParams("mode must be \"graceful\" or \"immediate\"")
+            }
+            let deadline = try params.seconds("deadline_s")
+            self.runtime.emit("shutdown", ["mode": .string(mode)])
+            // Answer first: the connection closes with the agent.
+            self.runtime.eventLoop.scheduleTask(in: .milliseconds(50)) { [agent] in agent.shutdown(shutdownMode, deadline: deadline) }
+            return .value(["accepted": true, "mode": .string(mode)])
+        case "rpc.discover":
+            _ = try RPCParams(request, allowed: [])
+            return .value(Self.openRPCDocument)
         default:
             throw .methodNotFound(request.method)
         }
     }
 
+    static let openRPCDocument: JSONValue = (try? JSONValue.parse(PackageResources.openrpc_json)) ?? .null
+
+    // MARK: Events
+
+    private func publish(_ type: String, _ fields: [(String, JSONValue)]) {
+        guard !self.subscribers.isEmpty else { return }
+        let params: JSONValue = .object([("type", .string(type))] + fields)
+        let line = RPCRequest(id: nil, method: "event", params: params).json.serialized
+        for (_, subscriber) in self.subscribers where subscriber.events?.contains(type) ?? true {
+            subscriber.peer.sendEvent(line)
+        }
+    }
+
     // MARK: Methods
 
-    private func stats(pool poolName: String?) throws(RPCError) -> JSONValue {
-        let pools: [Pool]
-        if let poolName {
-            guard let pool = self.runtime.pools[poolName] else {
-                throw RPCError(code: Self.unknownPoolCode, message: "Unknown pool", data: ["pool": .string(poolName)])
-            }
-            pools = [pool]
-        } else {
-            pools = self.runtime.pools.values.sorted { $0.name < $1.name }
+    private func pools(_ params: RPCParams) throws(RPCError) -> [Pool] {
+        if let name = try params.string("pool") {
+            guard let pool = self.runtime.pools[name] else { throw ControlError.unknownPool(name) }
+            return [pool]
         }
-        var clientsByPool: [String: (active: Int, waiting: Int)] = [:]
-        for client in self.runtime.clients.values {
-            guard let pool = client.pool else { continue }
-            var counts = clientsByPool[pool.name] ?? (0, 0)
-            if client.state == .waiting { counts.waiting += 1 } else { counts.active += 1 }
-            clientsByPool[pool.name] = counts
-        }
-        let uptime = ContinuousClock.now - self.runtime.startedAt
-        return [
-            "agent": [
-                "version": .string(PoolAgentVersion.current),
-                "uptime_s": JSONValue(uptime.seconds),
-                "clients": JSONValue(self.runtime.clients.count),
-                "shutting_down": .bool(self.runtime.isShuttingDown),
-            ],
-            "pools": .array(pools.map { pool in
-                let clients = clientsByPool[pool.name] ?? (0, 0)
-                return [
-                    "name": .string(pool.name),
-                    "mode": .string(pool.settings.mode.rawValue),
-                    "size": JSONValue(pool.settings.size),
-                    "min_idle": JSONValue(pool.settings.minIdle),
-                    "max_overflow": JSONValue(pool.settings.maxOverflow),
-                    "servers": [
-                        "open": JSONValue(pool.openCount),
-                        "idle": JSONValue(pool.idleCount),
-                        "active": JSONValue(pool.leasedCount),
-                        "opening": JSONValue(pool.openingCount),
-                    ],
-                    "clients": ["active": JSONValue(clients.active), "waiting": JSONValue(clients.waiting)],
-                    "counters": [
-                        "checkouts": JSONValue(pool.stats.checkouts),
-                        "waits": JSONValue(pool.stats.waits),
-                        "wait_timeouts": JSONValue(pool.stats.waitTimeouts),
-                        "server_connects": JSONValue(pool.stats.connects),
-                        "server_connect_failures": JSONValue(pool.stats.connectFailures),
-                    ],
-                    "last_error": pool.lastError.map { .string($0) } ?? .null,
-                ]
-            }),
+        return self.runtime.pools.values.sorted { $0.name < $1.name }
+    }
+
+    private var agentStats: JSONValue {
+        [
+            "version": .string(PoolAgentVersion.current),
+            "uptime_s": JSONValue((ContinuousClock.now - self.runtime.startedAt).seconds),
+            "clients": JSONValue(self.runtime.clients.count),
+            "shutting_down": .bool(self.runtime.isShuttingDown),
         ]
     }
 
-    // MARK: Params
-
-    private func expectNoParams(_ request: RPCRequest) throws(RPCError) {
-        switch request.params {
-        case nil: return
-        case .object(let members)? where members.isEmpty: return
-        case .array(let items)? where items.isEmpty: return
-        default: throw .invalidParams("\(request.method) takes no params")
+    private func poolStats(_ pool: Pool) -> JSONValue {
+        var active = 0
+        var waiting = 0
+        for client in self.runtime.clients.values where client.pool === pool {
+            if client.state == .waiting { waiting += 1 } else { active += 1 }
         }
+        let configuration = pool.configuration
+        return [
+            "name": .string(pool.name),
+            "mode": .string(pool.settings.mode.rawValue),
+            "size": JSONValue(configuration.size),
+            "min_idle": JSONValue(configuration.minIdle),
+            "max_overflow": JSONValue(configuration.maxOverflow),
+            "draining": .bool(pool.isDraining),
+            "servers": [
+                "open": JSONValue(pool.openCount),
+                "idle": JSONValue(pool.idleCount),
+                "active": JSONValue(pool.leasedCount),
+                "opening": JSONValue(pool.openingCount),
+                "overflow": JSONValue(max(0, pool.openCount - configuration.size)),
+            ],
+            "clients": ["active": JSONValue(active), "waiting": JSONValue(waiting)],
+            "counters": [
+                "checkouts": JSONValue(pool.stats.checkouts),
+                "waits": JSONValue(pool.stats.waits),
+                "wait_timeouts": JSONValue(pool.stats.waitTimeouts),
+                "server_connects": JSONValue(pool.stats.connects),
+                "server_connect_failures": JSONValue(pool.stats.connectFailures),
+                "recycles": JSONValue(pool.stats.recycles),
+            ],
+            "recycle": [
+                "max_lifetime_s": configuration.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
+                "idle_timeout_s": configuration.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
+            ],
+            "last_error": pool.lastError.map { .string($0) } ?? .null,
+        ]
     }
 
-    private func optionalString(_ request: RPCRequest, _ name: String) throws(RPCError) -> String? {
-        guard let params = request.params else { return nil }
-        guard case .object(let members) = params else { throw .invalidParams("params must be an object") }
-        for (key, _) in members where key != name {
-            throw .invalidParams("unknown param \"\(key)\"")
+    private func resize(_ params: RPCParams) throws(RPCError) -> JSONValue {
+        guard let name = try params.string("pool") else { throw .invalidParams("pool is required") }
+        guard let pool = self.runtime.pools[name] else { throw ControlError.unknownPool(name) }
+        let current = pool.configuration
+        let size = try params.integer("size", in: 1...10_000) ?? current.size
+        let minIdle = try params.integer("min_idle", in: 0...10_000) ?? min(current.minIdle, size)
+        let maxOverflow = try params.integer("max_overflow", in: 0...10_000) ?? current.maxOverflow
+        if try params.bool("autoscale") == true {
+            throw .invalidParams("autoscale is not available in this version; give size instead")
         }
-        guard let value = params[name] else { return nil }
-        guard let text = value.stringValue else { throw .invalidParams("\(name) must be a string") }
-        return text
+        guard minIdle <= size else { throw .invalidParams("min_idle \(minIdle) is larger than size \(size)") }
+        guard !pool.isDraining else {
+            throw RPCError(code: ControlError.conflict, message: "Conflicting operation", data: ["pool": .string(name), "reason": "the pool is draining; resume it first"])
+        }
+        let (closed, opening) = pool.resize(size: size, minIdle: minIdle, maxOverflow: maxOverflow)
+        let result: JSONValue = [
+            "pool": .string(name),
+            "size": JSONValue(size), "min_idle": JSONValue(minIdle), "max_overflow": JSONValue(maxOverflow),
+            "previous_size": JSONValue(current.size),
+            "closed_now": JSONValue(closed), "opening": JSONValue(opening),
+            "close_on_release": JSONValue(max(0, pool.openCount - size - closed)),
+        ]
+        self.runtime.emit("resize", result.objectValue ?? [])
+        return result
+    }
+
+    private func drain(_ params: RPCParams) throws(RPCError) -> Reply {
+        let pools = try self.pools(params)
+        let deadline = try params.seconds("deadline_s")
+        let loop = self.runtime.eventLoop
+        let started = ContinuousClock.now
+        var results: [(name: String, servers: Int, busy: Int)] = []
+        var futures: [EventLoopFuture<Void>] = []
+        for pool in pools {
+            results.append((pool.name, pool.openCount + pool.openingCount, pool.leasedCount))
+            futures.append(pool.drain())
+            self.runtime.emit("drain", ["pool": .string(pool.name), "phase": "started"])
+        }
+        let promise = loop.makePromise(of: JSONValue.self)
+        let timer = deadline.map { deadline in
+            loop.scheduleTask(in: deadline.timeAmount) {
+                promise.fail(RPCError(
+                    code: ControlError.deadlineExceeded, message: "Deadline exceeded",
+                    data: ["deadline_s": JSONValue(deadline.seconds), "reason": "servers still busy; the pool stays draining", "still_open": JSONValue(pools.reduce(0) { $0 + $1.openCount })]
+                ))
+            }
+        }
+        EventLoopFuture.whenAllComplete(futures, on: loop).whenSuccess { outcomes in
+            timer?.cancel()
+            if outcomes.contains(where: { if case .failure = $0 { true } else { false } }) {
+                promise.fail(RPCError(code: ControlError.conflict, message: "Conflicting operation", data: ["reason": "resumed before the drain finished"]))
+                return
+            }
+            let elapsed = ContinuousClock.now - started
+            for pool in pools { self.runtime.emit("drain", ["pool": .string(pool.name), "phase": "finished", "elapsed_ms": JSONValue(elapsed.seconds * 1000)]) }
+            promise.succeed([
+                "pools": .array(results.map { ["pool": .string($0.name), "servers_closed": JSONValue($0.servers), "waited_for_busy": JSONValue($0.busy)] }),
+                "elapsed_ms": JSONValue(elapsed.seconds * 1000),
+            ])
+        }
+        return .later(promise.futureResult)
+    }
+
+    private func setRecycle(_ params: RPCParams) throws(RPCError) -> JSONValue {
+        let pools = try self.pools(params)
+        if let mode = try params.string("mode") {
+            throw .invalidParams("mode \"\(mode)\" is not available in this version; give max_lifetime_s")
+        }
+        let lifetime = try params.seconds("max_lifetime_s")
+        let idle = try params.seconds("idle_timeout_s")
+        guard lifetime != nil || idle != nil else { throw .invalidParams("give max_lifetime_s and/or idle_timeout_s") }
+        for pool in pools {
+            pool.setRecycle(maxLifetime: lifetime.map { .some($0) }, idleTimeout: idle.map { .some($0) })
+            self.runtime.emit("recycle", [
+                "pool": .string(pool.name),
+                "max_lifetime_s": pool.configuration.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
+                "idle_timeout_s": pool.configuration.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
+            ])
+        }
+        return ["pools": .array(pools.map { pool in
+            [
+                "pool": .string(pool.name),
+                "max_lifetime_s": pool.configuration.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
+                "idle_timeout_s": pool.configuration.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
+            ]
+        })]
+    }
+
+    private func health() -> JSONValue {
+        let now = ContinuousClock.now
+        var statuses: [String] = []
+        let pools: [JSONValue] = self.runtime.pools.values.sorted { $0.name < $1.name }.map { pool in
+            let status = pool.health
+            statuses.append(status)
+            return [
+                "pool": .string(pool.name),
+                "status": .string(status),
+                "last_contact_s_ago": pool.lastContact.map { JSONValue($0.duration(to: now).seconds) } ?? .null,
+                "last_error": pool.lastError.map { .string($0) } ?? .null,
+                "open_servers": JSONValue(pool.openCount),
+            ]
+        }
+        let overall = statuses.allSatisfy { $0 == "ok" } ? "ok" : statuses.allSatisfy { $0 == "down" } ? "down" : "degraded"
+        return ["status": .string(self.runtime.isShuttingDown ? "down" : overall), "pools": .array(pools)]
+    }
+
+    private func listClients(_ pools: [Pool]) -> JSONValue {
+        let now = ContinuousClock.now
+        let selected = Set(pools.map(\.name))
+        let clients = self.runtime.clients.values
+            .filter { $0.pool.map { selected.contains($0.name) } ?? (pools.count == self.runtime.pools.count) }
+            .sorted { $0.id < $1.id }
+        return [
+            "clients": .array(clients.map { client in
+                [
+                    "id": JSONValue(client.id),
+                    "pool": client.pool.map { .string($0.name) } ?? .null,
+                    "user": client.user.map { .string($0) } ?? .null,
+                    "state": .string(client.server != nil ? "active" : client.state.rawValue),
+                    "peer": .string(client.peer),
+                    "age_s": JSONValue(client.connectedAt.duration(to: now).seconds),
+                    "server": client.server.map { JSONValue($0.id) } ?? .null,
+                    "backend_pid": client.server.map { JSONValue(Int($0.backendPID)) } ?? .null,
+                ]
+            }),
+            "recently_closed": .array(self.runtime.recentlyClosedClients.map { ["id": JSONValue($0.id), "reason": .string($0.reason)] }),
+        ]
+    }
+
+    private func listServers(_ pools: [Pool]) -> JSONValue {
+        let now = ContinuousClock.now
+        var servers: [JSONValue] = []
+        for pool in pools {
+            for server in pool.servers.values.sorted(by: { $0.id < $1.id }) {
+                servers.append([
+                    "id": JSONValue(server.id),
+                    "pool": .string(pool.name),
+                    "state": .string(server.state.rawValue),
+                    "backend_pid": JSONValue(Int(server.backendPID)),
+                    "age_s": JSONValue(server.createdAt.duration(to: now).seconds),
+                    "idle_s": JSONValue(server.client == nil ? server.lastUsedAt.duration(to: now).seconds : 0),
+                    "client": server.client.map { JSONValue($0.id) } ?? .null,
+                    "transaction": .string(server.transactionStatus.description),
+                    "prepared_statements": JSONValue(server.preparedCount),
+                ])
+            }
+        }
+        return [
+            "servers": .array(servers),
+            "recently_closed": .array(self.runtime.recentlyClosedServers.map {
+                ["id": JSONValue($0.id), "pool": .string($0.pool), "backend_pid": JSONValue(Int($0.backendPID)), "reason": .string($0.reason)]
+            }),
+        ]
     }
 }

@@ -9,10 +9,10 @@ import PoolCore
 final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     typealias Machine = PoolStateMachine<Int, Int, ContinuousClock.Instant>
 
-    let settings: PoolSettings
+    private(set) var settings: PoolSettings
     let eventLoop: any EventLoop
     private let threadPool: NIOThreadPool
-    private let connectParameters: [(String, String)]
+    private var connectParameters: [(String, String)]
     private var machine: Machine
     private(set) var servers: [Int: ServerConnection] = [:]
     private var waiters: [Int: ClientSession] = [:]
@@ -28,8 +28,14 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     private(set) var lastError: String?
     private(set) var lastContact: ContinuousClock.Instant?
     private var maintenanceTask: RepeatedTask?
+    private var drainPromises: [EventLoopPromise<Void>] = []
     /// Tells the agent a server closed or failed to open, so a shutdown can finish when the last is gone.
     var onServerGone: (() -> Void)?
+    /// Tells the agent which server closed and why.
+    var onServerClosed: ((ServerConnection) -> Void)?
+    /// Tells the agent the upstream went down (with libpq's message) or came back.
+    var onUpstreamChange: ((Bool, String?) -> Void)?
+    private(set) var lastErrorAt: ContinuousClock.Instant?
 
     init(settings: PoolSettings, eventLoop: any EventLoop, threadPool: NIOThreadPool, logger: Logger, nextServerID: @escaping () -> Int) throws {
         self.settings = settings
@@ -57,10 +63,104 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     /// Opens `min_idle` connections and starts periodic upkeep.
     func start() {
-        self.perform(self.machine.maintenance(now: .now))
+        self.upkeep()
         self.maintenanceTask = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
-            self.perform(self.machine.maintenance(now: .now))
+            self.upkeep()
         }
+    }
+
+    /// Closes idle servers past their lifetime, idle timeout or generation, and refills `min_idle`.
+    private func upkeep() {
+        let (close, open) = self.machine.maintenance(now: .now)
+        self.closeServers(close, reason: "recycled: lifetime, idle timeout or reconnect")
+        self.stats.recycles += close.count
+        self.openServers(open)
+    }
+
+    private func closeServers(_ ids: [Int], reason: String) {
+        for id in ids { self.servers[id]?.close(reason: reason) }
+    }
+
+    private func openServers(_ count: Int) {
+        for _ in 0..<count { self.openServer() }
+    }
+
+    // MARK: Operations
+
+    /// ok: the last contact with the upstream succeeded; down: it failed and no server is open;
+    /// degraded: it failed but servers opened earlier still serve.
+    var health: String {
+        guard self.lastError != nil else { return "ok" }
+        return self.openCount == 0 ? "down" : "degraded"
+    }
+
+    /// Settings from a reload: limits and policies now; a new upstream replaces servers as they come back.
+    func apply(_ next: PoolSettings) {
+        let upstreamChanged = next.upstream != self.settings.upstream || !next.serverSettings.elementsEqual(self.settings.serverSettings) { $0 == $1 }
+            || next.connectTimeout != self.settings.connectTimeout
+        let mode = self.settings.mode
+        self.settings = next
+        self.settings.mode = mode  // a mode change needs a restart: sessions in flight depend on it
+        if upstreamChanged, let conninfo = try? UpstreamConninfo(parsing: next.upstream) {
+            self.connectParameters = conninfo.connectParameters(
+                poolName: next.name, serverSettings: next.serverSettings, connectTimeout: next.connectTimeout
+            )
+            _ = self.reconnect()
+        }
+        self.machine.setPolicy(waitTimeout: next.waitTimeout, maxLifetime: .some(next.maxLifetime), idleTimeout: .some(next.idleTimeout))
+        _ = self.resize(size: next.size, minIdle: next.minIdle, maxOverflow: next.maxOverflow)
+    }
+
+    var configuration: PoolConfiguration { self.machine.configuration }
+    var isDraining: Bool { self.machine.isDraining }
+
+    /// New limits now: idle servers above the size close at once, busy ones when released.
+    func resize(size: Int, minIdle: Int, maxOverflow: Int) -> (closed: Int, opening: Int) {
+        let (close, open) = self.machine.resize(size: size, minIdle: minIdle, maxOverflow: maxOverflow, now: .now)
+        self.closeServers(close, reason: "pool resized to \(size)")
+        self.openServers(open)
+        return (close.count, open)
+    }
+
+    /// New recycling policy, judged against existing servers from the next upkeep on.
+    func setRecycle(maxLifetime: Duration??, idleTimeout: Duration??) {
+        self.machine.setPolicy(maxLifetime: maxLifetime, idleTimeout: idleTimeout)
+        self.upkeep()
+    }
+
+    /// Replaces every server: idle ones now, busy ones as they are released.
+    func reconnect() -> Int {
+        let (close, open) = self.machine.retireAll(now: .now)
+        self.closeServers(close, reason: "reconnect requested")
+        self.openServers(open)
+        return close.count
+    }
+
+    /// Holds new work and closes every server as in-flight work finishes; the future completes when none
+    /// is left.
+    func drain() -> EventLoopFuture<Void> {
+        let close = self.machine.drain()
+        self.closeServers(close, reason: "pool drained")
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        self.drainPromises.append(promise)
+        self.checkDrained()
+        return promise.futureResult
+    }
+
+    /// Lifts a drain: waiting clients get servers again.
+    func resume() {
+        let (open, next) = self.machine.resume(now: .now)
+        for promise in self.drainPromises { promise.fail(PoolOperationError.resumed) }
+        self.drainPromises.removeAll()
+        self.openServers(open)
+        if let next, self.waitTimer == nil { self.scheduleWaitTimer(at: next) }
+    }
+
+    private func checkDrained() {
+        guard self.machine.isDrained, !self.drainPromises.isEmpty else { return }
+        let promises = self.drainPromises
+        self.drainPromises.removeAll()
+        for promise in promises { promise.succeed(()) }
     }
 
     // MARK: Requests from clients
@@ -86,7 +186,9 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     func serverClosed(_ server: ServerConnection) {
         guard self.servers.removeValue(forKey: server.id) != nil else { return }
+        self.onServerClosed?(server)
         self.perform(self.machine.connectionClosed(server.id, now: .now))
+        self.checkDrained()
         self.onServerGone?()
     }
 
@@ -132,7 +234,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         case .close(let serverID):
             self.servers[serverID]?.close(reason: "closed by pool")
         }
-        for _ in 0..<action.open { self.openServer() }
+        self.openServers(action.open)
     }
 
     private func fail(_ clientID: Int, _ error: PoolError) {
@@ -186,10 +288,14 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
                     self.servers[server.id] = server
                     self.defaultParameters = link.parameters
                     self.lastContact = .now
-                    self.lastError = nil
+                    if self.lastError != nil {
+                        self.lastError = nil
+                        self.onUpstreamChange?(true, nil)
+                    }
                     self.stats.connects += 1
                     self.logger.debug("server connection opened", metadata: [LogKey.backendPID: "\(link.backendPID)"])
-                    self.perform(self.machine.connectionOpened(server.id, now: .now))
+                    // ±10% of max_lifetime, so servers opened together do not expire together.
+                    self.perform(self.machine.connectionOpened(server.id, now: .now, lifetimeFactor: Double.random(in: 0.9...1.1)))
                 case .failure(let error):
                     link.finish()
                     self.connectFailed("cannot register the server socket: \(error)")
@@ -199,9 +305,12 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     private func connectFailed(_ message: String) {
         self.stats.connectFailures += 1
+        if self.lastError == nil { self.onUpstreamChange?(false, message) }
         self.lastError = message
+        self.lastErrorAt = .now
         self.logger.warning("cannot connect to the upstream", metadata: [LogKey.error: "\(message)"])
         self.perform(self.machine.connectionFailed(message, now: .now))
+        self.checkDrained()
         self.onServerGone?()
     }
 }
@@ -215,4 +324,10 @@ final class PoolStatistics: @unchecked Sendable {  // Confined to the agent's ev
     var connectAttempts = 0
     var connects = 0
     var connectFailures = 0
+    var recycles = 0
+}
+
+enum PoolOperationError: Error {
+    /// A drain was lifted by `resume` before it finished.
+    case resumed
 }

@@ -153,6 +153,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
             return
         }
         if reusable { self.state = .idle }
+        self.lastUsedAt = .now
         self.pool.release(self, reusable: reusable, reason: reason)
     }
 
@@ -314,6 +315,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         self.prepared[id] = self.statementClock
         return true
     }
+
+    var preparedCount: Int { self.prepared.count }
 
     func forgetStatement(_ id: Int) {
         self.prepared.removeValue(forKey: id)
