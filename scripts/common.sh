@@ -85,12 +85,12 @@ stop_cluster() {
     as_pg_user "$(pg_bindir)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
-# A virtualenv in .data/venv with the Python drivers the integration tests use; prints its python.
+# A virtualenv in .data/venv with the Python drivers and the JSON Schema validator the tests use; prints its python.
 ensure_python_drivers() {
     local venv="$POOLAGENT_ROOT/.data/venv"
-    if ! "$venv/bin/python" -c "import psycopg, asyncpg" 2>/dev/null; then
+    if ! "$venv/bin/python" -c "import psycopg, asyncpg, jsonschema" 2>/dev/null; then
         python3 -m venv "$venv" 2>/dev/null || { ensure_packages python3-venv; python3 -m venv "$venv"; }
-        "$venv/bin/pip" install -q "psycopg[binary]>=3.1" "asyncpg>=0.29" >&2
+        "$venv/bin/pip" install -q "psycopg[binary]>=3.1" "asyncpg>=0.29" "jsonschema>=4.18" >&2
     fi
     printf '%s\n' "$venv/bin/python"
 }

@@ -111,6 +111,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         let allowedUIDs = self.configuration.controlAllowedUIDs
         do {
             self.controlChannel = try ServerBootstrap(group: self.group)
+                .serverChannelOption(ChannelOptions.backlog, value: 1024)
                 // Nothing is read before the peer's uid is checked.
                 .childChannelOption(ChannelOptions.autoRead, value: false)
                 .childChannelInitializer { channel in

@@ -263,6 +263,11 @@ where Instant.Duration == Duration {
             return Action(.close(connection), open: self.connectionsToOpen(now: now))
         }
         self.info[connection]?.idleSince = now
+        // Above the hard limit (after a resize down) a connection closes even when clients wait.
+        if self.openConnections + 1 > self.configuration.maximumConnections {
+            self.info.removeValue(forKey: connection)
+            return Action(.close(connection))
+        }
         if let waiter = self.waiters.popFirst() {
             self.leased.insert(connection)
             return Action(.lease(connection, to: waiter.request), open: self.connectionsToOpen(now: now))

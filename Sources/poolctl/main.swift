@@ -315,4 +315,16 @@ extension PoolCtl {
     }
 }
 
-PoolCtl.main()
+// ArgumentParser's usage errors exit 64; poolctl's contract says 2.
+do {
+    var command = try PoolCtl.parseAsRoot()
+    try command.run()
+} catch let exit as ExitCode {
+    Glibc.exit(exit.rawValue)
+} catch {
+    if PoolCtl.exitCode(for: error).rawValue == EX_USAGE {
+        printError(PoolCtl.fullMessage(for: error))
+        Glibc.exit(2)
+    }
+    PoolCtl.exit(withError: error)
+}

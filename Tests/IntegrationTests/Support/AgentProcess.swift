@@ -74,7 +74,8 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
             guard self.process.isRunning else {
                 throw PGError(message: "poolagent exited at start: \(self.log)", sqlState: nil)
             }
-            if (try? RawConnection(port: self.port)) != nil { return }
+            // The control socket is bound last: once it exists, everything listens.
+            if FileManager.default.fileExists(atPath: self.controlSocket), (try? RawConnection(port: self.port)) != nil { return }
             usleep(20_000)
         }
         throw PGError(message: "poolagent did not listen within 20 s: \(self.log)", sqlState: nil)
