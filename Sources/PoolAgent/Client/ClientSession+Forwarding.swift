@@ -45,12 +45,16 @@ extension ClientSession {
                 case .message(let type, let start, let body):
                     switch type {
                     case FrontendMessageID.query, FrontendMessageID.functionCall:
-                        if server.responses.append(.query) { server.outstanding += 1 }
+                        if server.responses.append(.query) {
+                            server.outstanding += 1
+                            server.requestStarted()
+                        }
                     case FrontendMessageID.sync:
                         server.unsynced = false
                         // In COPY FROM STDIN the server ignores Sync; it answers nothing.
                         guard !server.copyIn else { continue }
                         server.outstanding += 1
+                        server.requestStarted()
                         server.responses.append(.sync)
                     case FrontendMessageID.copyDone, FrontendMessageID.copyFail:
                         server.copyIn = false

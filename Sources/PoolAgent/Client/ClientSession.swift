@@ -36,6 +36,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     var statements: [String: ClientStatement] = [:]
     private var loginTimer: Scheduled<Void>?
     let connectedAt: ContinuousClock.Instant = .now
+    /// The last time the client sent anything, for `client_idle_timeout` and `idle_in_transaction_timeout`.
+    private(set) var lastActivity: ContinuousClock.Instant = .now
     private(set) var peer = "unknown"
     private(set) var closeReason: String?
     /// The client broke the protocol; its server may hold a partial message.
@@ -79,6 +81,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = self.unwrapInboundIn(data)
+        self.lastActivity = .now
         switch self.state {
         case .active where self.server != nil:
             self.forwardToServer(buffer)

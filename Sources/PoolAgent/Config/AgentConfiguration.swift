@@ -50,6 +50,14 @@ public struct PoolSettings: Sendable, Equatable {
     public var maxLifetime: Duration?
     /// Idle servers above `min_idle` unused this long are closed; nil keeps them.
     public var idleTimeout: Duration?
+    /// A server idle longer than this is checked with an empty query before it is handed out; zero: always.
+    public var prePingAfter: Duration?
+    /// A request running longer than this is cancelled.
+    public var queryTimeout: Duration?
+    /// A client that leaves its server idle inside a transaction this long is disconnected (rolled back).
+    public var idleInTransactionTimeout: Duration?
+    /// A client with no activity this long is disconnected.
+    public var clientIdleTimeout: Duration?
     public var serverSettings: [(String, String)]
 
     public var poolConfiguration: PoolConfiguration {
@@ -68,7 +76,8 @@ public struct PoolSettings: Sendable, Equatable {
             && lhs.minIdle == rhs.minIdle && lhs.maxOverflow == rhs.maxOverflow && lhs.waitTimeout == rhs.waitTimeout
             && lhs.connectTimeout == rhs.connectTimeout && lhs.resetQuery == rhs.resetQuery
             && lhs.maxPreparedStatements == rhs.maxPreparedStatements && lhs.maxLifetime == rhs.maxLifetime
-            && lhs.idleTimeout == rhs.idleTimeout
+            && lhs.idleTimeout == rhs.idleTimeout && lhs.prePingAfter == rhs.prePingAfter && lhs.queryTimeout == rhs.queryTimeout
+            && lhs.idleInTransactionTimeout == rhs.idleInTransactionTimeout && lhs.clientIdleTimeout == rhs.clientIdleTimeout
             && lhs.serverSettings.elementsEqual(rhs.serverSettings) { $0 == $1 }
     }
 }
@@ -102,6 +111,10 @@ extension AgentConfiguration {
                     "max_prepared_statements": JSONValue(pool.maxPreparedStatements),
                     "max_lifetime_s": pool.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
                     "idle_timeout_s": pool.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
+                    "pre_ping_after_s": pool.prePingAfter.map { JSONValue($0.seconds) } ?? .null,
+                    "query_timeout_s": pool.queryTimeout.map { JSONValue($0.seconds) } ?? .null,
+                    "idle_in_transaction_timeout_s": pool.idleInTransactionTimeout.map { JSONValue($0.seconds) } ?? .null,
+                    "client_idle_timeout_s": pool.clientIdleTimeout.map { JSONValue($0.seconds) } ?? .null,
                     "server_settings": .object(pool.serverSettings.map { ($0.0, .string($0.1)) }),
                 ])
             }),

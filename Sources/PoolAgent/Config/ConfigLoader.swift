@@ -12,6 +12,7 @@ public enum ConfigLoader {
     static let poolKeys: Set<String> = [
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
         "reset_query", "server_settings", "max_prepared_statements", "max_lifetime", "idle_timeout",
+        "pre_ping_after", "query_timeout", "idle_in_transaction_timeout", "client_idle_timeout",
     ]
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -190,6 +191,14 @@ public enum ConfigLoader {
             let maxLifetime = try self.duration(values, "max_lifetime", section, positive: true)
             (values, section) = merged("idle_timeout")
             let idleTimeout = try self.duration(values, "idle_timeout", section, positive: true)
+            (values, section) = merged("pre_ping_after")
+            let prePingAfter = values.isEmpty ? .seconds(30) : try self.duration(values, "pre_ping_after", section, positive: false)
+            (values, section) = merged("query_timeout")
+            let queryTimeout = try self.duration(values, "query_timeout", section, positive: true)
+            (values, section) = merged("idle_in_transaction_timeout")
+            let idleInTransaction = try self.duration(values, "idle_in_transaction_timeout", section, positive: true)
+            (values, section) = merged("client_idle_timeout")
+            let clientIdle = try self.duration(values, "client_idle_timeout", section, positive: true)
             (values, section) = merged("server_settings")
             var serverSettings: [(String, String)] = []
             if let value = self.lookup(values, "server_settings") {
@@ -220,6 +229,10 @@ public enum ConfigLoader {
                 maxPreparedStatements: maxPrepared,
                 maxLifetime: maxLifetime,
                 idleTimeout: idleTimeout,
+                prePingAfter: prePingAfter,
+                queryTimeout: queryTimeout,
+                idleInTransactionTimeout: idleInTransaction,
+                clientIdleTimeout: clientIdle,
                 serverSettings: serverSettings
             )
         }

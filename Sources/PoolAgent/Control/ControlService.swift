@@ -226,6 +226,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                 "server_connects": JSONValue(pool.stats.connects),
                 "server_connect_failures": JSONValue(pool.stats.connectFailures),
                 "recycles": JSONValue(pool.stats.recycles),
+                "pre_ping_failures": JSONValue(pool.stats.prePingFailures),
             ],
             "recycle": [
                 "max_lifetime_s": configuration.maxLifetime.map { JSONValue($0.seconds) } ?? .null,

@@ -186,6 +186,8 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     func serverClosed(_ server: ServerConnection) {
         guard self.servers.removeValue(forKey: server.id) != nil else { return }
+        // An idle server that died (backend terminated, network gone) is discarded before anyone used it.
+        if server.diedWhileIdle { self.stats.prePingFailures += 1 }
         self.onServerClosed?(server)
         self.perform(self.machine.connectionClosed(server.id, now: .now))
         self.checkDrained()
@@ -224,8 +226,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
                 self.perform(self.machine.connectionReleased(serverID, reusable: true, now: .now))
                 break
             }
-            server.link(to: client)
-            client.serverAssigned(server)
+            self.hand(server, to: client)
         case .wait(_, let deadline):
             self.stats.waits += 1
             if self.waitTimer == nil { self.scheduleWaitTimer(at: deadline) }
@@ -235,6 +236,28 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
             self.servers[serverID]?.close(reason: "closed by pool")
         }
         self.openServers(action.open)
+    }
+
+    /// Gives `server` to `client`, first checking with an empty query a server idle longer than
+    /// `pre_ping_after`; a dead one is discarded and the client asks again, without seeing an error.
+    private func hand(_ server: ServerConnection, to client: ClientSession) {
+        guard let after = self.settings.prePingAfter, server.lastUsedAt.duration(to: .now) >= after else {
+            server.link(to: client)
+            client.serverAssigned(server)
+            return
+        }
+        server.prePing { [self] healthy in
+            if healthy {
+                server.link(to: client)
+                client.serverAssigned(server)
+                return
+            }
+            self.stats.prePingFailures += 1
+            self.release(server, reusable: false, reason: "pre-ping failed")
+            guard client.state == .waiting else { return }
+            self.waiters[client.id] = client
+            self.perform(self.machine.leaseRequested(client.id, now: .now))
+        }
     }
 
     private func fail(_ clientID: Int, _ error: PoolError) {
@@ -325,6 +348,8 @@ final class PoolStatistics: @unchecked Sendable {  // Confined to the agent's ev
     var connects = 0
     var connectFailures = 0
     var recycles = 0
+    /// Idle servers found dead before use: by a failed pre-ping or by their socket closing while idle.
+    var prePingFailures = 0
 }
 
 enum PoolOperationError: Error {

@@ -60,6 +60,10 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     private var internalQuery: InternalQuery?
     private(set) weak var client: ClientSession?
     private(set) var closeReason: String?
+    /// The server closed while idle in the pool: it was dead before anyone used it.
+    private(set) var diedWhileIdle = false
+    /// When the current request started (outstanding went from zero), for `query_timeout`.
+    private(set) var busySince: ContinuousClock.Instant?
     private let logger: Logger
 
     init(id: Int, pool: Pool, link: UpstreamLink, logger: Logger) {
@@ -185,6 +189,11 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
 
     // MARK: Agent queries
 
+    /// An empty query on a server about to be handed out; `completion(true)` when it answered.
+    func prePing(_ completion: @escaping (Bool) -> Void) {
+        self.runInternal([""]) { error in completion(error == nil) }
+    }
+
     /// Sends simple queries whose responses the client must not see; `completion` gets the first error.
     func runInternal(_ queries: [String], completion: @escaping (ErrorResponse?) -> Void) {
         var buffer = self.channel.allocator.buffer(capacity: 64)
@@ -201,6 +210,11 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     }
 
     // MARK: Traffic
+
+    /// Notes that a request starts now if nothing was in flight, for `query_timeout`.
+    func requestStarted() {
+        if self.busySince == nil { self.busySince = .now }
+    }
 
     /// Client bytes for the server; already scanned by the client session.
     func send(_ buffer: ByteBuffer) {
@@ -242,6 +256,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
                         case BackendMessageID.readyForQuery:
                             self.transactionStatus = try TransactionStatus.decode(from: &body)
                             self.outstanding = max(0, self.outstanding - 1)
+                            if self.outstanding == 0 { self.busySince = nil }
                             if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
                             if self.internalQuery == nil && self.outstanding == 0 { readyForRelease = true }
                         case BackendMessageID.parameterStatus:
@@ -366,10 +381,15 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         } else {
             self.logger.debug("server connection closed", metadata: [LogKey.reason: "\(reason)"])
         }
+        if previous == .idle { self.diedWhileIdle = true }
         let client = self.client
         self.client = nil
-        self.internalQuery?.timer?.cancel()
-        self.internalQuery = nil
+        if let query = self.internalQuery {
+            // Whoever waits for the agent's query learns that it failed.
+            self.internalQuery = nil
+            query.timer?.cancel()
+            query.completion(ErrorResponse(.error, sqlState: "08006", message: "server connection closed: \(reason)"))
+        }
         self.pool.serverClosed(self)
         client?.serverClosed(reason: reason)
     }
