@@ -2,6 +2,7 @@
 
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 #if canImport(Glibc)
@@ -101,6 +102,20 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
                 throw AgentStartError("cannot listen on Unix socket \(path): \(error)")
             }
             chmod(path, 0o777)
+        }
+        if let address = self.configuration.metricsListen {
+            do {
+                self.listeners.append(try ServerBootstrap(group: self.group)
+                    .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
+                            try channel.pipeline.syncOperations.addHandler(MetricsHandler(runtime: runtime))
+                        }
+                    }
+                    .bind(host: address.host, port: address.port).wait())
+            } catch {
+                throw AgentStartError("cannot serve metrics on \(address): \(error)")
+            }
         }
         let controlPath = self.configuration.controlSocket
         try UnixSocketPath.prepare(controlPath, what: "control socket")

@@ -66,6 +66,40 @@ extension Integration {
             #expect(try client.value("SELECT 'next'") == "next")
         }
 
+        @Test func metricsEndpointServesPrometheusTextAndPercentilesMove() throws {
+            let metricsPort = try AgentProcess.freePort()
+            let upstream = try Upstream.role("pa_metrics")
+            try Upstream.admin().query("GRANT pg_read_all_data TO pa_metrics")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                mode = "transaction"
+                size = 4
+                """, agentExtra: "metrics_listen = \"127.0.0.1:\(metricsPort)\"")
+            let before = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "--json", "stats"])
+            #expect(before.output.contains("\"transaction\":{\"count\":0"), "\(before.output)")
+            _ = try Shell.run("/usr/bin/pgbench", ["-i", "-q", "-s", "1", TestEnvironment.directConninfo])
+            let bench = try Shell.run("/usr/bin/pgbench", ["-S", "-c", "12", "-j", "2", "-t", "200", "-n", agent.conninfo()])
+            #expect(bench.status == 0, "\(bench.output)")
+            let after = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "--json", "stats"])
+            // pgbench's own set-up queries (scale detection) come on top of its 2400 transactions.
+            #expect(try Self.counter(agent, "transactions") >= 2400, "\(after.output)")
+            #expect(!after.output.contains("\"transaction\":{\"count\":0"), "percentiles moved")
+
+            let raw = try RawConnection(port: metricsPort)
+            raw.send(Array("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+            let response = String(decoding: raw.readUntilClosed().bytes, as: UTF8.self)
+            #expect(response.hasPrefix("HTTP/1.1 200 OK"))
+            let body = response.components(separatedBy: "\r\n\r\n").dropFirst().joined()
+            let sample = try Regex(#"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? -?[0-9.eE+-]+$"#)
+            for line in body.split(separator: "\n") where !line.hasPrefix("#") {
+                #expect(line.wholeMatch(of: sample) != nil, "not a Prometheus sample: \(line)")
+            }
+            #expect(body.contains("poolagent_transactions_total{pool=\"postgres\"} 24"), "\(body)")
+            #expect(body.contains("poolagent_wait_seconds{pool=\"postgres\",quantile=\"0.99\"}"))
+            #expect(body.contains("# TYPE poolagent_query_seconds summary"))
+        }
+
         @Test func serverSettingsHoldInTransactionModeAfterManyTransactions() throws {
             let agent = try Self.agent("pa_jit", extra: "server_settings = { jit = \"off\", work_mem = \"32MB\" }")
             let clients = try (0..<4).map { _ in try PGConnection(agent.conninfo()) }

@@ -13,6 +13,7 @@ extension ClientSession {
     /// own Parse, and Close only forgets the name. Unchanged bytes are forwarded as slices of the input.
     func forwardToServer(_ input: ByteBuffer, server: ServerConnection) {
         guard let pool = self.pool else { return }
+        pool.stats.bytesIn += input.readableBytes
         let buffer = self.joinScanned(input)
         var cursor = buffer.readerIndex
         var runStart = cursor

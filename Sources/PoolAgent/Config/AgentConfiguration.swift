@@ -25,6 +25,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var unixSocketPort: Int
     public var controlSocket: String
     public var controlSocketMode: Int
+    /// Where Prometheus text is served over HTTP (`GET /metrics`); nil: off.
+    public var metricsListen: Listen?
     /// Peer uids allowed on the control socket (checked with SO_PEERCRED).
     public var controlAllowedUIDs: [Int]
     public var loginTimeout: Duration
@@ -97,6 +99,7 @@ extension AgentConfiguration {
                 "login_timeout_s": JSONValue(self.loginTimeout.seconds),
                 "shutdown_timeout_s": JSONValue(self.shutdownTimeout.seconds),
                 "log_level": .string(self.logLevel),
+                "metrics_listen": self.metricsListen.map { .string($0.description) } ?? .null,
             ],
             "pools": .object(self.pools.sorted { $0.key < $1.key }.map { name, pool in
                 (name, [

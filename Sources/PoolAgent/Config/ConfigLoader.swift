@@ -7,7 +7,7 @@ import Glibc
 public enum ConfigLoader {
     static let agentKeys: Set<String> = [
         "listen", "unix_socket_dir", "unix_socket_port", "control_socket", "control_socket_mode",
-        "login_timeout", "shutdown_timeout", "log_level", "control_allowed_uids",
+        "login_timeout", "shutdown_timeout", "log_level", "control_allowed_uids", "metrics_listen",
     ]
     static let poolKeys: Set<String> = [
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
@@ -96,6 +96,9 @@ public enum ConfigLoader {
                     allowedUIDs.append(uid)
                 }
             }
+            let metricsListen = try self.optionalString(agent, "metrics_listen", "agent").map { text throws(ConfigError) in
+                try self.listenAddress(text, "agent.metrics_listen")
+            }
             let loginTimeout = try self.duration(agent, "login_timeout", "agent", positive: true) ?? .seconds(60)
             let shutdownTimeout = try self.duration(agent, "shutdown_timeout", "agent", positive: false) ?? .seconds(30)
             let logLevel = try self.optionalString(agent, "log_level", "agent") ?? "info"
@@ -123,6 +126,7 @@ public enum ConfigLoader {
                 unixSocketPort: unixPort,
                 controlSocket: controlSocket,
                 controlSocketMode: controlMode,
+                metricsListen: metricsListen,
                 controlAllowedUIDs: allowedUIDs,
                 loginTimeout: loginTimeout,
                 shutdownTimeout: shutdownTimeout,

@@ -2,6 +2,7 @@
 
 import ControlRPC
 import NIOCore
+import PoolCore
 
 #if canImport(Glibc)
 import Glibc
@@ -227,12 +228,31 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                 "server_connect_failures": JSONValue(pool.stats.connectFailures),
                 "recycles": JSONValue(pool.stats.recycles),
                 "pre_ping_failures": JSONValue(pool.stats.prePingFailures),
+                "transactions": JSONValue(pool.stats.transactions),
+                "queries": JSONValue(pool.stats.queries),
+                "bytes_in": JSONValue(pool.stats.bytesIn),
+                "bytes_out": JSONValue(pool.stats.bytesOut),
+                "overflow_peak": JSONValue(max(0, pool.stats.overflowPeak)),
+            ],
+            "latency_ms": [
+                "wait": Self.percentiles(pool.stats.waitTime),
+                "transaction": Self.percentiles(pool.stats.transactionTime),
+                "query": Self.percentiles(pool.stats.queryTime),
             ],
             "recycle": [
                 "max_lifetime_s": configuration.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
                 "idle_timeout_s": configuration.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
             ],
             "last_error": pool.lastError.map { .string($0) } ?? .null,
+        ]
+    }
+
+    static func percentiles(_ histogram: LatencyHistogram) -> JSONValue {
+        func ms(_ microseconds: UInt64) -> JSONValue { JSONValue(Double(microseconds) / 1000) }
+        return [
+            "count": JSONValue(Int(histogram.count)),
+            "p50": ms(histogram.percentile(0.5)), "p95": ms(histogram.percentile(0.95)),
+            "p99": ms(histogram.percentile(0.99)), "max": ms(histogram.maxMicroseconds),
         ]
     }
 

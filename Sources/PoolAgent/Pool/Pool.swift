@@ -16,6 +16,8 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     private var machine: Machine
     private(set) var servers: [Int: ServerConnection] = [:]
     private var waiters: [Int: ClientSession] = [:]
+    /// When each waiting client asked, for the wait-time histogram.
+    private var waitingSince: [Int: ContinuousClock.Instant] = [:]
     /// One timer for the whole wait queue, set for the earliest deadline.
     private var waitTimer: Scheduled<Void>?
     private let logger: Logger
@@ -168,12 +170,14 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     func acquire(for client: ClientSession) {
         self.stats.checkouts += 1
         self.waiters[client.id] = client
+        self.waitingSince[client.id] = .now
         self.perform(self.machine.leaseRequested(client.id, now: .now))
     }
 
     /// A waiting client went away before it got a server.
     func cancelWait(for client: ClientSession) {
         guard self.waiters.removeValue(forKey: client.id) != nil else { return }
+        self.waitingSince.removeValue(forKey: client.id)
         self.perform(self.machine.requestCancelled(client.id))
     }
 
@@ -241,6 +245,10 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// Gives `server` to `client`, first checking with an empty query a server idle longer than
     /// `pre_ping_after`; a dead one is discarded and the client asks again, without seeing an error.
     private func hand(_ server: ServerConnection, to client: ClientSession) {
+        if let since = self.waitingSince.removeValue(forKey: client.id) {
+            self.stats.waitTime.record(since.duration(to: .now))
+        }
+        self.stats.overflowPeak = max(self.stats.overflowPeak, self.openCount - self.configuration.size)
         guard let after = self.settings.prePingAfter, server.lastUsedAt.duration(to: .now) >= after else {
             server.link(to: client)
             client.serverAssigned(server)
@@ -256,12 +264,14 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
             self.release(server, reusable: false, reason: "pre-ping failed")
             guard client.state == .waiting else { return }
             self.waiters[client.id] = client
+            self.waitingSince[client.id] = self.waitingSince[client.id] ?? .now
             self.perform(self.machine.leaseRequested(client.id, now: .now))
         }
     }
 
     private func fail(_ clientID: Int, _ error: PoolError) {
         guard let client = self.waiters.removeValue(forKey: clientID) else { return }
+        self.waitingSince.removeValue(forKey: clientID)
         if case .waitTimeout = error { self.stats.waitTimeouts += 1 }
         client.poolRefused(error)
     }
@@ -350,6 +360,14 @@ final class PoolStatistics: @unchecked Sendable {  // Confined to the agent's ev
     var recycles = 0
     /// Idle servers found dead before use: by a failed pre-ping or by their socket closing while idle.
     var prePingFailures = 0
+    var transactions = 0
+    var queries = 0
+    var bytesIn = 0
+    var bytesOut = 0
+    var overflowPeak = 0
+    var waitTime = LatencyHistogram()
+    var transactionTime = LatencyHistogram()
+    var queryTime = LatencyHistogram()
 }
 
 enum PoolOperationError: Error {

@@ -64,6 +64,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     private(set) var diedWhileIdle = false
     /// When the current request started (outstanding went from zero), for `query_timeout`.
     private(set) var busySince: ContinuousClock.Instant?
+    /// When the current transaction's first request started.
+    private var transactionStartedAt: ContinuousClock.Instant?
     private let logger: Logger
 
     init(id: Int, pool: Pool, link: UpstreamLink, logger: Logger) {
@@ -211,9 +213,27 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
 
     // MARK: Traffic
 
-    /// Notes that a request starts now if nothing was in flight, for `query_timeout`.
+    /// Notes that a request starts now if nothing was in flight, for `query_timeout` and the histograms.
     func requestStarted() {
-        if self.busySince == nil { self.busySince = .now }
+        guard self.busySince == nil else { return }
+        let now = ContinuousClock.now
+        self.busySince = now
+        if self.transactionStartedAt == nil { self.transactionStartedAt = now }
+    }
+
+    /// Everything sent has been answered: a query (or pipeline) is done, and a transaction if idle now.
+    private func requestFinished() {
+        let now = ContinuousClock.now
+        if let since = self.busySince {
+            self.pool.stats.queries += 1
+            self.pool.stats.queryTime.record(since.duration(to: now))
+        }
+        self.busySince = nil
+        if self.transactionStatus == .idle, let since = self.transactionStartedAt {
+            self.pool.stats.transactions += 1
+            self.pool.stats.transactionTime.record(since.duration(to: now))
+            self.transactionStartedAt = nil
+        }
     }
 
     /// Client bytes for the server; already scanned by the client session.
@@ -239,6 +259,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     }
 
     func received(_ input: ByteBuffer) {
+        self.pool.stats.bytesOut += input.readableBytes
         let buffer = self.scanner.join(input)
         var cursor = buffer.readerIndex
         // Bytes from `runStart` on are not yet written to the client.
@@ -256,7 +277,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
                         case BackendMessageID.readyForQuery:
                             self.transactionStatus = try TransactionStatus.decode(from: &body)
                             self.outstanding = max(0, self.outstanding - 1)
-                            if self.outstanding == 0 { self.busySince = nil }
+                            if self.outstanding == 0, self.internalQuery == nil { self.requestFinished() }
                             if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
                             if self.internalQuery == nil && self.outstanding == 0 { readyForRelease = true }
                         case BackendMessageID.parameterStatus:
