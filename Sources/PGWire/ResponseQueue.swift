@@ -10,6 +10,8 @@ public enum ExpectedResponse: Equatable, Sendable {
     case describe
     /// CloseComplete; `swallow` when the agent closed a statement of its own.
     case close(swallow: Bool)
+    /// CloseComplete of the agent's own Close of statement `id` (LRU eviction): always swallowed.
+    case evict(Int)
     /// Rows until CommandComplete, EmptyQueryResponse or PortalSuspended (COPY included).
     case execute
     /// ReadyForQuery.
@@ -22,7 +24,7 @@ public enum ExpectedResponse: Equatable, Sendable {
     /// True for responses to extended-protocol messages the server skips after an error until Sync.
     var isSkippedAfterError: Bool {
         switch self {
-        case .parse, .bind, .describe, .close, .execute, .synthesize: true
+        case .parse, .bind, .describe, .close, .evict, .execute, .synthesize: true
         case .sync, .query: false
         }
     }
@@ -61,6 +63,11 @@ public struct ResponseQueue: Sendable {
         return true
     }
 
+    /// Statement ids whose Parse is still queued: the server creates them after everything before.
+    public var pendingStatements: [Int] {
+        self.entries[self.head...].compactMap { if case .parse(_, let id?) = $0 { id } else { nil } }
+    }
+
     /// Takes back the last entry appended.
     public mutating func removeLast() -> ExpectedResponse? {
         guard !self.isEmpty else { return nil }
@@ -81,10 +88,13 @@ public struct ResponseQueue: Sendable {
     /// - Parameters:
     ///   - emit: receives each synthesized response type that becomes due after this message, in order.
     ///   - forget: receives statement ids the server did not create (their Parse was skipped or failed).
+    ///   - skipped: receives every entry the server skipped after an error, so the caller can undo what it
+    ///     counted or assumed for it (a Query's ReadyForQuery, an evicted statement that stays).
     public mutating func serverMessage(
         _ type: UInt8,
         emit: (UInt8) -> Void,
-        forget: (Int) -> Void
+        forget: (Int) -> Void,
+        skipped: (ExpectedResponse) -> Void = { _ in }
     ) -> Disposition {
         var disposition = Disposition.forward
         switch type {
@@ -99,6 +109,9 @@ public struct ResponseQueue: Sendable {
             if case .close(let swallow)? = self.first {
                 disposition = swallow ? .swallow : .forward
                 self.pop()
+            } else if case .evict? = self.first {
+                disposition = .swallow
+                self.pop()
             }
         case BackendMessageID.rowDescription, BackendMessageID.noData:
             if self.first == .describe { self.pop() }
@@ -112,6 +125,7 @@ public struct ResponseQueue: Sendable {
             guard let head = self.first, head.isSkippedAfterError else { return .forward }
             while let entry = self.first, entry != .sync {
                 if case .parse(_, let statement?) = entry { forget(statement) }
+                skipped(entry)
                 self.pop()
             }
             if self.isEmpty { self.skippingUntilSync = true }

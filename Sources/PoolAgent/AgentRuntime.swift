@@ -151,6 +151,11 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             client.cancelWhileWaiting()
             return
         }
+        if client.state == .syncing {
+            // The agent is applying the client's settings; its own request has not been sent yet.
+            self.logger.debug("cancel request during the settings sync ignored", metadata: [LogKey.client: "\(client.id)"])
+            return
+        }
         guard let server = client.server, server.outstanding > 0 else {
             self.logger.debug("cancel request for an idle client ignored", metadata: [LogKey.client: "\(client.id)"])
             return
@@ -194,6 +199,9 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// limits and policies apply at once, new pools start, removed pools drain and close, and a changed
     /// upstream replaces its servers as they are released. Listener and socket changes need a restart.
     func reload() throws(RPCError) -> JSONValue {
+        guard !self.isShuttingDown else {
+            throw RPCError(code: ControlError.shuttingDown, message: "Shutting down", data: ["reason": "the agent is shutting down"])
+        }
         let next: AgentConfiguration
         do {
             next = try ConfigLoader.load(path: self.configuration.path)

@@ -57,6 +57,8 @@ where Instant.Duration == Duration {
     private var info: [Connection: ConnectionInfo] = [:]
     /// Connections from an older generation are replaced as they come back (`retireAll`).
     private var generation = 0
+    /// Connects in progress when `retireAll` ran; the next that many to open count as retired.
+    private var openingRetired = 0
 
     public init(configuration: PoolConfiguration) {
         self.configuration = configuration
@@ -86,7 +88,13 @@ where Instant.Duration == Duration {
     public mutating func connectionOpened(_ connection: Connection, now: Instant, lifetimeFactor: Double = 1) -> Action {
         self.opening -= 1
         self.refillPausedUntil = nil
-        self.info[connection] = ConnectionInfo(createdAt: now, idleSince: now, generation: self.generation, lifetimeFactor: lifetimeFactor)
+        // A connection started before `retireAll` belongs to the retired generation.
+        var generation = self.generation
+        if self.openingRetired > 0 {
+            self.openingRetired -= 1
+            generation -= 1
+        }
+        self.info[connection] = ConnectionInfo(createdAt: now, idleSince: now, generation: generation, lifetimeFactor: lifetimeFactor)
         return self.place(connection, now: now)
     }
 
@@ -94,6 +102,7 @@ where Instant.Duration == Duration {
     /// connects in progress is refused with the connector's message.
     public mutating func connectionFailed(_ message: String, now: Instant) -> Action {
         self.opening -= 1
+        self.openingRetired = min(self.openingRetired, self.opening)
         self.refillPausedUntil = now.advanced(by: self.configuration.retryDelay)
         if self.waiters.count > self.opening, let waiter = self.waiters.popFirst() {
             return Action(.fail(waiter.request, .connectFailed(message)), open: self.connectionsToOpen(now: now))
@@ -131,8 +140,8 @@ where Instant.Duration == Duration {
         // A drain holds clients without counting their wait; `resume` starts their clocks again.
         if self.isDraining { return ([], nil) }
         var expired: [Request] = []
-        while let waiter = self.waiters.first, waiter.deadline <= now {
-            _ = self.waiters.popFirst()
+        // Usually a leading run; after wait_timeout was lowered a later waiter can expire first.
+        while let waiter = self.waiters.remove(where: { $0.deadline <= now }) {
             expired.append(waiter.request)
         }
         // Deadlines are in arrival order unless wait_timeout changed; the earliest decides the next check.
@@ -203,6 +212,7 @@ where Instant.Duration == Duration {
     /// released; `minIdle` is refilled with new ones.
     public mutating func retireAll(now: Instant) -> (close: [Connection], open: Int) {
         self.generation += 1
+        self.openingRetired = self.opening
         let close = self.idle
         self.idle.removeAll()
         for connection in close { self.info.removeValue(forKey: connection) }

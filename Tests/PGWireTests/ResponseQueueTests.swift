@@ -566,3 +566,35 @@ extension ResponseQueue {
         #expect(queue.isEmpty)
     }
 }
+
+@Suite struct ResponseQueueEvictionTests {
+    @Test func anEvictionSkippedAfterAnErrorIsReported() {
+        var queue = ResponseQueue()
+        queue.append(.execute)
+        queue.append(.evict(7))
+        queue.append(.parse(swallow: true, statement: 8))
+        queue.append(.sync)
+        var skipped: [ExpectedResponse] = []
+        var forgotten: [Int] = []
+        _ = queue.serverMessage(BackendMessageID.errorResponse, emit: { _ in }, forget: { forgotten.append($0) }, skipped: { skipped.append($0) })
+        #expect(skipped == [.execute, .evict(7), .parse(swallow: true, statement: 8)])
+        #expect(forgotten == [8])
+        #expect(queue.first == .sync)
+    }
+
+    @Test func anEvictionsCloseCompleteIsSwallowed() {
+        var queue = ResponseQueue()
+        queue.append(.evict(3))
+        #expect(queue.serverMessage(BackendMessageID.closeComplete, emit: { _ in }, forget: { _ in }) == .swallow)
+        #expect(queue.isEmpty)
+    }
+
+    @Test func pendingStatementsAreTheQueuedParses() {
+        var queue = ResponseQueue()
+        queue.append(.query)
+        queue.append(.parse(swallow: false, statement: 4))
+        queue.append(.parse(swallow: false, statement: nil))
+        queue.append(.parse(swallow: true, statement: 5))
+        #expect(queue.pendingStatements == [4, 5])
+    }
+}

@@ -26,12 +26,13 @@ extension ClientSession {
         }
         /// Makes sure the server has `statement`, sending the agent's Parse (and an LRU Close) if not.
         func ensure(_ statement: ClientStatement, swallow: Bool) {
-            if server.usesStatement(statement.id) { return }
+            // The server is skipping until Sync: it would ignore the agent's messages too.
+            if server.usesStatement(statement.id) || server.responses.skippingUntilSync { return }
             var out = server.channel.allocator.buffer(capacity: statement.parse.queryBytes.count + 32)
             if let evicted = server.addStatement(statement.id, limit: limit) {
                 TargetMessage(kind: TargetMessage.statement, name: StatementRegistry.serverName(evicted))
                     .encode(into: &out, type: FrontendMessageID.close)
-                server.responses.append(.close(swallow: true))
+                server.responses.append(.evict(evicted))
             }
             statement.parse.encode(into: &out)
             if !server.responses.append(.parse(swallow: swallow, statement: statement.id)) {
@@ -76,7 +77,8 @@ extension ClientSession {
                             continue
                         }
                         let parse = try ParseMessage.decode(from: &body)
-                        guard !parse.statement.isEmpty else {
+                        // A Parse the server will skip must not change what the name means.
+                        guard !parse.statement.isEmpty, !server.responses.skippingUntilSync else {
                             server.responses.append(.parse(swallow: false, statement: nil))
                             continue
                         }
@@ -135,7 +137,7 @@ extension ClientSession {
                             continue
                         }
                         let close = try TargetMessage.decode(from: &body)
-                        guard close.isStatement, !close.name.isEmpty else {
+                        guard close.isStatement, !close.name.isEmpty, !server.responses.skippingUntilSync else {
                             server.responses.append(.close(swallow: false))
                             continue
                         }

@@ -264,6 +264,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         }
         if let pending = self.pendingInput {
             self.pendingInput = nil
+            self.setReading(true)
             self.forwardToServer(pending)
         } else {
             self.releaseIfIdle()
@@ -386,6 +387,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             if cursor < pending.writerIndex { tail = pending.getSlice(at: cursor, length: pending.writerIndex - cursor) }
         }
         self.pendingInput = tail
+        self.setReading(true)
         var buffer = self.channel.allocator.buffer(capacity: 128)
         let cancelled = ErrorResponse(.error, sqlState: "57014", message: "canceling statement due to user request")
         if requests == 0 { cancelled.encode(into: &buffer) }
@@ -440,11 +442,9 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private func holdPendingInput(_ input: ByteBuffer) {
         var pending = self.pendingInput ?? self.channel.allocator.buffer(capacity: input.readableBytes)
         pending.writeImmutableBuffer(input)
-        guard pending.readableBytes <= Self.maximumPendingInput else {
-            self.fatal(.fatal("54000", "client sent more than \(Self.maximumPendingInput) bytes while waiting for a server"))
-            return
-        }
         self.pendingInput = pending
+        // Past this the client is not read from until it has a server: TCP holds the rest.
+        if pending.readableBytes > Self.maximumPendingInput { self.setReading(false) }
     }
 
     // MARK: Ending

@@ -260,7 +260,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
                 client.serverAssigned(server)
                 return
             }
-            self.stats.prePingFailures += 1
+            // Counted when the server closes: it was idle, so it died before use.
             self.release(server, reusable: false, reason: "pre-ping failed")
             guard client.state == .waiting else { return }
             self.waiters[client.id] = client

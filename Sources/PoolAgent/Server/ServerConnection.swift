@@ -47,7 +47,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     let rewritesStatements: Bool
     /// Agent statement ids prepared on this backend, with their last use for the LRU.
     private(set) var prepared: [Int: UInt64] = [:]
-    private var statementClock: UInt64 = 0
+    private(set) var statementClock: UInt64 = 0
     /// The settings key of the client whose settings this server has; nil after a reset.
     var settingsKey: Int?
     /// Non-reported settings the agent applied for the current or last client, by lowercased name.
@@ -283,18 +283,29 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
                         case BackendMessageID.parameterStatus:
                             let status = try ParameterStatus.decode(from: &body)
                             self.parameters[status.name] = status.value
-                            client?.parameterChanged(name: status.name, value: status.value)
+                            if let client {
+                                client.parameterChanged(name: status.name, value: status.value)
+                            } else if self.internalQuery == nil || self.state == .resetting {
+                                // Changed with nobody linked (the agent's ROLLBACK undid a SET): sync again.
+                                self.settingsKey = nil
+                            }
                         case BackendMessageID.errorResponse:
                             if self.internalQuery != nil, self.internalQuery?.firstError == nil {
                                 let error = try ErrorResponse.decode(from: &body)
                                 if error.severity == .error || error.severity == .fatal { self.internalQuery?.firstError = error }
                             }
                         case BackendMessageID.commandComplete:
-                            // A client's DISCARD ALL or DEALLOCATE ALL dropped the agent's statements too.
-                            if body.readableBytesView.starts(with: "DISCARD ALL".utf8)
-                                || body.readableBytesView.starts(with: "DEALLOCATE ALL".utf8)
-                            {
-                                self.prepared.removeAll()
+                            let tag = body.readableBytesView
+                            // A client's DISCARD ALL or DEALLOCATE ALL dropped the agent's statements too, all but
+                            // those whose Parse comes after it in the same pipeline.
+                            if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "DEALLOCATE ALL".utf8) {
+                                let pending = self.responses.pendingStatements
+                                self.prepared = self.prepared.filter { pending.contains($0.key) }
+                            }
+                            // DISCARD ALL and RESET undo settings the agent applied: sync again next time.
+                            if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "RESET".utf8) {
+                                self.appliedSettings = [:]
+                                self.settingsKey = nil
                             }
                         default:
                             break
@@ -309,7 +320,21 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
                     let disposition = self.responses.serverMessage(
                         type,
                         emit: { due.append($0) },
-                        forget: { self.prepared.removeValue(forKey: $0) }
+                        forget: { self.prepared.removeValue(forKey: $0) },
+                        skipped: { entry in
+                            switch entry {
+                            case .query:
+                                // A Query skipped after an extended-protocol error gets no ReadyForQuery.
+                                self.outstanding = max(0, self.outstanding - 1)
+                                if self.outstanding == 0 { self.busySince = nil }
+                            case .evict(let id):
+                                // The Close was skipped: the statement is still on the server.
+                                self.statementClock += 1
+                                self.prepared[id] = self.statementClock
+                            default:
+                                break
+                            }
+                        }
                     )
                     if disposition == .swallow {
                         if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
