@@ -57,7 +57,18 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         pool.onUpstreamChange = { [unowned self] up, message in
             self.emit("upstream", [("pool", .string(pool.name)), ("state", .string(up ? "up" : "down")), ("error", message.map { .string($0) } ?? .null)])
         }
-        pool.start()
+        pool.onAutoscale = { [unowned self] decision, applied in
+            let fields: [(String, JSONValue)] = [
+                ("pool", .string(pool.name)), ("size", JSONValue(decision.size)), ("previous", JSONValue(decision.previous)),
+                ("applied", .bool(applied)), ("pinned", .bool(pool.autoscalePinned)), ("reason", .string(decision.reason)),
+                ("peak_concurrency", JSONValue(decision.window.peakConcurrency)), ("peak_queue", JSONValue(decision.window.peakQueue)),
+                ("wait_p95_ms", JSONValue(decision.window.waitP95Milliseconds)),
+            ]
+            let level: Logger.Level = applied ? .info : .debug
+            self.logger.log(level: level, "autoscale decision", metadata: Logger.Metadata(uniqueKeysWithValues: fields.map { ($0.0, .string($0.1.serialized)) }))
+            self.emit("autoscale", fields)
+        }
+        pool.start(poolCount: self.pools.count)
     }
 
     func emit(_ type: String, _ fields: [(String, JSONValue)]) {

@@ -100,6 +100,43 @@ extension Integration {
             #expect(body.contains("# TYPE poolagent_query_seconds summary"))
         }
 
+        @Test func autoscalerGrowsUnderQueueingAndResizePinsIt() throws {
+            let upstream = try Upstream.role("pa_autoscale")
+            try Upstream.admin().query("GRANT pg_read_all_data TO pa_autoscale")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                mode = "transaction"
+                size = 2
+                autoscale = { interval = "1s", min = 2, max = 8 }
+                """)
+            _ = try Shell.run("/usr/bin/pgbench", ["-i", "-q", "-s", "1", TestEnvironment.directConninfo])
+            let bench = try Shell.run("/usr/bin/pgbench", ["-c", "16", "-j", "2", "-t", "300", "-n", "-S", agent.conninfo()])
+            #expect(bench.status == 0, "\(bench.output)")
+            let stats = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "--json", "stats"])
+            #expect(try Self.counter(agent, "size") > 2, "queueing grew the pool: \(stats.output)")
+            #expect(stats.output.contains("\"last_decision\":\""))
+            let pin = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "resize", "--pool", "postgres", "--size", "3"])
+            #expect(pin.status == 0)
+            _ = try Shell.run("/usr/bin/pgbench", ["-c", "16", "-j", "2", "-t", "200", "-n", "-S", agent.conninfo()])
+            usleep(1_500_000)
+            #expect(try Self.counter(agent, "size") == 3, "a pinned size holds under load")
+        }
+
+        @Test func autoSizeIsCappedByTheUpstream() throws {
+            let upstream = try Upstream.role("pa_autosize")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                size = "auto"
+                """)
+            #expect(eventually { ((try? Self.counter(agent, "upstream_available")) ?? -1) > 0 })
+            let available = try Self.counter(agent, "upstream_available")
+            let formula = try Self.counter(agent, "formula_size")
+            #expect((5...50).contains(formula))
+            #expect(try Self.counter(agent, "size") == min(formula, available), "one pool: its share is everything")
+        }
+
         @Test func serverSettingsHoldInTransactionModeAfterManyTransactions() throws {
             let agent = try Self.agent("pa_jit", extra: "server_settings = { jit = \"off\", work_mem = \"32MB\" }")
             let clients = try (0..<4).map { _ in try PGConnection(agent.conninfo()) }

@@ -75,7 +75,11 @@ import Testing
         ("[pools.a]\nupstream = 5", "pools.a.upstream", "expected a string"),
         ("[pools.a]\nsize = 3", "pools.a.upstream", "missing"),
         ("[pools.a]\nupstream = \"host=/tmp\"\nsize = -1", "pools.a.size", "out of range"),
-        ("[pools.a]\nupstream = \"host=/tmp\"\nsize = \"auto\"", "pools.a.size", "whole number"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nsize = \"many\"", "pools.a.size", "whole number"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nautoscale = { interval = \"500ms\" }", "pools.a.autoscale.interval", "at least 1s"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nautoscale = { min = 9, max = 3 }", "pools.a.autoscale.min", "larger than max"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nautoscale = { step = 3 }", "pools.a.autoscale.step", "unknown key"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nrecycle = \"sometimes\"", "pools.a.recycle", "adaptive"),
         ("[pools.a]\nupstream = \"host=/tmp\"\nsize = 2\nmin_idle = 3", "pools.a.min_idle", "larger than the pool size"),
         ("[pools.a]\nupstream = \"host=/tmp\"\nmax_overflow = 1.5", "pools.a.max_overflow", "expected an integer"),
         ("[pools.a]\nupstream = \"host=/tmp\"\nwait_timeout = \"soon\"", "pools.a.wait_timeout", "duration"),
@@ -100,6 +104,21 @@ import Testing
         #expect(error.key == key)
         #expect(error.reason.contains(reason), "\(error)")
         #expect(!error.description.contains("\n"))
+    }
+
+    @Test func autoSizeAutoscaleAndAdaptiveRecycle() throws {
+        let config = try self.load("""
+            [pools.a]
+            upstream = "host=/tmp"
+            size = "auto"
+            recycle = "adaptive"
+            autoscale = { interval = "2s", min = 2, max = 30 }
+            """)
+        let pool = try #require(config.pools["a"])
+        #expect(pool.sizeIsAuto)
+        #expect((5...50).contains(pool.size))
+        #expect(pool.adaptiveRecycle)
+        #expect(pool.autoscale == AutoscaleSettings(interval: .seconds(2), minimum: 2, maximum: 30))
     }
 
     @Test func syntaxErrorsNameTheLine() throws {

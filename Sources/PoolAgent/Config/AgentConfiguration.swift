@@ -35,12 +35,24 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var pools: [String: PoolSettings]
 }
 
+public struct AutoscaleSettings: Sendable, Equatable {
+    public var interval: Duration
+    public var minimum: Int
+    public var maximum: Int
+}
+
 public struct PoolSettings: Sendable, Equatable {
     public var name: String
     /// The libpq conninfo as written; may hold a password, so never log or show it unredacted.
     public var upstream: String
     public var mode: PoolMode
     public var size: Int
+    /// `size = "auto"`: computed from the machine and capped by the upstream's max_connections at start.
+    public var sizeIsAuto: Bool
+    /// Autoscaling: nil when off.
+    public var autoscale: AutoscaleSettings?
+    /// `recycle = "adaptive"`: max_lifetime follows load between 30 min and 2 h.
+    public var adaptiveRecycle: Bool
     public var minIdle: Int
     public var maxOverflow: Int
     public var waitTimeout: Duration
@@ -75,6 +87,7 @@ public struct PoolSettings: Sendable, Equatable {
 
     public static func == (lhs: PoolSettings, rhs: PoolSettings) -> Bool {
         lhs.name == rhs.name && lhs.upstream == rhs.upstream && lhs.mode == rhs.mode && lhs.size == rhs.size
+            && lhs.sizeIsAuto == rhs.sizeIsAuto && lhs.autoscale == rhs.autoscale && lhs.adaptiveRecycle == rhs.adaptiveRecycle
             && lhs.minIdle == rhs.minIdle && lhs.maxOverflow == rhs.maxOverflow && lhs.waitTimeout == rhs.waitTimeout
             && lhs.connectTimeout == rhs.connectTimeout && lhs.resetQuery == rhs.resetQuery
             && lhs.maxPreparedStatements == rhs.maxPreparedStatements && lhs.maxLifetime == rhs.maxLifetime
@@ -101,26 +114,36 @@ extension AgentConfiguration {
                 "log_level": .string(self.logLevel),
                 "metrics_listen": self.metricsListen.map { .string($0.description) } ?? .null,
             ],
-            "pools": .object(self.pools.sorted { $0.key < $1.key }.map { name, pool in
-                (name, [
-                    "upstream": .string((try? UpstreamConninfo(parsing: pool.upstream).redacted) ?? "(invalid)"),
-                    "mode": .string(pool.mode.rawValue),
-                    "size": JSONValue(pool.size),
-                    "min_idle": JSONValue(pool.minIdle),
-                    "max_overflow": JSONValue(pool.maxOverflow),
-                    "wait_timeout_s": JSONValue(pool.waitTimeout.seconds),
-                    "connect_timeout_s": JSONValue(pool.connectTimeout.seconds),
-                    "reset_query": .string(pool.resetQuery),
-                    "max_prepared_statements": JSONValue(pool.maxPreparedStatements),
-                    "max_lifetime_s": pool.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
-                    "idle_timeout_s": pool.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
-                    "pre_ping_after_s": pool.prePingAfter.map { JSONValue($0.seconds) } ?? .null,
-                    "query_timeout_s": pool.queryTimeout.map { JSONValue($0.seconds) } ?? .null,
-                    "idle_in_transaction_timeout_s": pool.idleInTransactionTimeout.map { JSONValue($0.seconds) } ?? .null,
-                    "client_idle_timeout_s": pool.clientIdleTimeout.map { JSONValue($0.seconds) } ?? .null,
-                    "server_settings": .object(pool.serverSettings.map { ($0.0, .string($0.1)) }),
-                ])
-            }),
+            "pools": .object(self.pools.sorted { $0.key < $1.key }.map { ($0.key, $0.value.redactedJSON) }),
         ]
+    }
+}
+
+extension PoolSettings {
+    var redactedJSON: JSONValue {
+        var members: [(String, JSONValue)] = [
+            ("upstream", .string((try? UpstreamConninfo(parsing: self.upstream).redacted) ?? "(invalid)")),
+            ("mode", .string(self.mode.rawValue)),
+            ("size", self.sizeIsAuto ? .string("auto") : JSONValue(self.size)),
+            ("min_idle", JSONValue(self.minIdle)),
+            ("max_overflow", JSONValue(self.maxOverflow)),
+            ("wait_timeout_s", JSONValue(self.waitTimeout.seconds)),
+            ("connect_timeout_s", JSONValue(self.connectTimeout.seconds)),
+            ("reset_query", .string(self.resetQuery)),
+            ("max_prepared_statements", JSONValue(self.maxPreparedStatements)),
+            ("recycle", .string(self.adaptiveRecycle ? "adaptive" : "fixed")),
+        ]
+        let optional: [(String, Duration?)] = [
+            ("max_lifetime_s", self.maxLifetime), ("idle_timeout_s", self.idleTimeout), ("pre_ping_after_s", self.prePingAfter),
+            ("query_timeout_s", self.queryTimeout), ("idle_in_transaction_timeout_s", self.idleInTransactionTimeout),
+            ("client_idle_timeout_s", self.clientIdleTimeout),
+        ]
+        for (key, value) in optional { members.append((key, value.map { JSONValue($0.seconds) } ?? .null)) }
+        let autoscale: JSONValue = self.autoscale.map {
+            ["interval_s": JSONValue($0.interval.seconds), "min": JSONValue($0.minimum), "max": JSONValue($0.maximum)]
+        } ?? .null
+        members.append(("autoscale", autoscale))
+        members.append(("server_settings", .object(self.serverSettings.map { ($0.0, .string($0.1)) })))
+        return .object(members)
     }
 }

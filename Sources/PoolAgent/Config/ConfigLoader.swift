@@ -13,6 +13,7 @@ public enum ConfigLoader {
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
         "reset_query", "server_settings", "max_prepared_statements", "max_lifetime", "idle_timeout",
         "pre_ping_after", "query_timeout", "idle_in_transaction_timeout", "client_idle_timeout",
+        "autoscale", "recycle",
     ]
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -169,10 +170,15 @@ public enum ConfigLoader {
                 throw self.error("\(section).mode", "unknown mode \"\(modeText)\"; expected \"session\" or \"transaction\"")
             }
             (values, section) = merged("size")
+            var sizeIsAuto = false
             if case .string(let text)? = self.lookup(values, "size") {
-                throw self.error("\(section).size", "expected a whole number of connections, found \"\(text)\"")
+                guard text == "auto" else {
+                    throw self.error("\(section).size", "expected a whole number of connections or \"auto\", found \"\(text)\"")
+                }
+                sizeIsAuto = true
+                values = []
             }
-            let size = try self.optionalInteger(values, "size", section, range: 1...10_000) ?? 10
+            let size = sizeIsAuto ? AutoSize.machineSize().size : try self.optionalInteger(values, "size", section, range: 1...10_000) ?? 10
             (values, section) = merged("min_idle")
             let minIdle = try self.optionalInteger(values, "min_idle", section, range: 0...10_000) ?? 0
             if minIdle > size {
@@ -203,6 +209,36 @@ public enum ConfigLoader {
             let idleInTransaction = try self.duration(values, "idle_in_transaction_timeout", section, positive: true)
             (values, section) = merged("client_idle_timeout")
             let clientIdle = try self.duration(values, "client_idle_timeout", section, positive: true)
+            (values, section) = merged("recycle")
+            let recycle = try self.optionalString(values, "recycle", section) ?? "fixed"
+            guard recycle == "fixed" || recycle == "adaptive" else {
+                throw self.error("\(section).recycle", "expected \"fixed\" or \"adaptive\", found \"\(recycle)\"")
+            }
+            (values, section) = merged("autoscale")
+            var autoscale: AutoscaleSettings? = nil
+            if let value = self.lookup(values, "autoscale") {
+                let key = "\(section).autoscale"
+                let table: [(String, ConfigValue)]
+                switch value {
+                case .boolean(let on): table = on ? [] : [("enabled", .boolean(false))]
+                default: table = try self.table(value, key)
+                }
+                try self.rejectUnknown(table, allowed: ["enabled", "interval", "max", "min"], in: key)
+                let enabled: Bool
+                switch self.lookup(table, "enabled") {
+                case nil: enabled = true
+                case .boolean(let flag)?: enabled = flag
+                case let other?: throw self.error("\(key).enabled", "expected a boolean, found \(other.typeName)")
+                }
+                if enabled {
+                    let interval = try self.duration(table, "interval", key, positive: true) ?? .seconds(300)
+                    guard interval >= .seconds(1) else { throw self.error("\(key).interval", "must be at least 1s") }
+                    let minimum = try self.optionalInteger(table, "min", key, range: 1...10_000) ?? max(1, minIdle)
+                    let maximum = try self.optionalInteger(table, "max", key, range: 1...10_000) ?? max(size, min(size * 2, 10_000))
+                    guard minimum <= maximum else { throw self.error("\(key).min", "\(minimum) is larger than max \(maximum)") }
+                    autoscale = AutoscaleSettings(interval: interval, minimum: minimum, maximum: maximum)
+                }
+            }
             (values, section) = merged("server_settings")
             var serverSettings: [(String, String)] = []
             if let value = self.lookup(values, "server_settings") {
@@ -225,6 +261,9 @@ public enum ConfigLoader {
                 upstream: upstream,
                 mode: mode,
                 size: size,
+                sizeIsAuto: sizeIsAuto,
+                autoscale: autoscale,
+                adaptiveRecycle: recycle == "adaptive",
                 minIdle: minIdle,
                 maxOverflow: maxOverflow,
                 waitTimeout: waitTimeout,

@@ -23,7 +23,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
     private unowned let agent: Agent
     private var subscribers: [ObjectIdentifier: (peer: any ControlPeer, events: Set<String>?)] = [:]
 
-    static let eventTypes: Set<String> = ["resize", "drain", "resume", "recycle", "reconnect", "upstream", "reload", "shutdown", "kill"]
+    static let eventTypes: Set<String> = ["resize", "autoscale", "drain", "resume", "recycle", "reconnect", "upstream", "reload", "shutdown", "kill"]
 
     init(runtime: AgentRuntime, agent: Agent) {
         self.runtime = runtime
@@ -240,9 +240,24 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                 "query": Self.percentiles(pool.stats.queryTime),
             ],
             "recycle": [
+                "mode": .string(pool.settings.adaptiveRecycle ? "adaptive" : "fixed"),
                 "max_lifetime_s": configuration.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
                 "idle_timeout_s": configuration.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
             ],
+            "sizing": pool.autoSizing.map { sizing in
+                [
+                    "cores": JSONValue(sizing.machine.cores), "memory_gib": JSONValue(sizing.machine.memoryGiB),
+                    "formula_size": JSONValue(sizing.machine.size),
+                    "upstream_available": sizing.upstreamAvailable.map { JSONValue($0) } ?? .null,
+                    "share": sizing.share.map { JSONValue($0) } ?? .null,
+                ]
+            } ?? .null,
+            "autoscale": pool.autoscaler.map { autoscaler in
+                [
+                    "enabled": .bool(!pool.autoscalePinned), "min": JSONValue(autoscaler.minimum), "max": JSONValue(autoscaler.maximum),
+                    "last_decision": pool.lastDecision.map { .string($0.reason) } ?? .null,
+                ]
+            } ?? .null,
             "last_error": pool.lastError.map { .string($0) } ?? .null,
         ]
     }
@@ -263,12 +278,16 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
         let size = try params.integer("size", in: 1...10_000) ?? current.size
         let minIdle = try params.integer("min_idle", in: 0...10_000) ?? min(current.minIdle, size)
         let maxOverflow = try params.integer("max_overflow", in: 0...10_000) ?? current.maxOverflow
-        if try params.bool("autoscale") == true {
-            throw .invalidParams("autoscale is not available in this version; give size instead")
-        }
+        let autoscale = try params.bool("autoscale")
         guard minIdle <= size else { throw .invalidParams("min_idle \(minIdle) is larger than size \(size)") }
         guard !pool.isDraining else {
             throw RPCError(code: ControlError.conflict, message: "Conflicting operation", data: ["pool": .string(name), "reason": "the pool is draining; resume it first"])
+        }
+        // A size given by hand pins the pool until autoscaling is turned back on.
+        if let autoscale {
+            pool.setAutoscaling(autoscale)
+        } else if params.value("size") != nil {
+            pool.setAutoscaling(false)
         }
         let (closed, opening) = pool.resize(size: size, minIdle: minIdle, maxOverflow: maxOverflow)
         let result: JSONValue = [
@@ -277,6 +296,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             "previous_size": JSONValue(current.size),
             "closed_now": JSONValue(closed), "opening": JSONValue(opening),
             "close_on_release": JSONValue(max(0, pool.openCount - size - closed)),
+            "autoscale": .bool(pool.autoscaler != nil && !pool.autoscalePinned),
         ]
         self.runtime.emit("resize", result.objectValue ?? [])
         return result
@@ -321,13 +341,14 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
 
     private func setRecycle(_ params: RPCParams) throws(RPCError) -> JSONValue {
         let pools = try self.pools(params)
-        if let mode = try params.string("mode") {
-            throw .invalidParams("mode \"\(mode)\" is not available in this version; give max_lifetime_s")
-        }
+        let mode = try params.string("mode")
+        if let mode, mode != "adaptive" { throw .invalidParams("mode must be \"adaptive\"; give max_lifetime_s for a fixed lifetime") }
         let lifetime = try params.seconds("max_lifetime_s")
         let idle = try params.seconds("idle_timeout_s")
-        guard lifetime != nil || idle != nil else { throw .invalidParams("give max_lifetime_s and/or idle_timeout_s") }
+        guard lifetime != nil || idle != nil || mode != nil else { throw .invalidParams("give max_lifetime_s, mode \"adaptive\" or idle_timeout_s") }
+        guard mode == nil || lifetime == nil else { throw .invalidParams("give either max_lifetime_s or mode \"adaptive\"") }
         for pool in pools {
+            if mode != nil { pool.setAdaptiveRecycle() } else if lifetime != nil { pool.setFixedRecycle() }
             pool.setRecycle(maxLifetime: lifetime.map { .some($0) }, idleTimeout: idle.map { .some($0) })
             self.runtime.emit("recycle", [
                 "pool": .string(pool.name),

@@ -63,12 +63,118 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     var waitingCount: Int { self.machine.waiting }
     var openCount: Int { self.machine.openConnections }
 
-    /// Opens `min_idle` connections and starts periodic upkeep.
-    func start() {
+    /// Opens `min_idle` connections and starts periodic upkeep. `poolCount` is how many pools share the
+    /// agent, for the upstream share of `size = "auto"`.
+    func start(poolCount: Int = 1) {
         self.upkeep()
         self.maintenanceTask = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
             self.upkeep()
         }
+        if let autoscale = self.settings.autoscale {
+            self.autoscaler = Autoscaler(minimum: autoscale.minimum, maximum: autoscale.maximum)
+        }
+        if self.settings.autoscale != nil || self.settings.adaptiveRecycle {
+            let interval = self.settings.autoscale?.interval ?? .seconds(300)
+            self.windowTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval.timeAmount, delay: interval.timeAmount) { [self] _ in
+                self.windowEnded()
+            }
+        }
+        if self.settings.adaptiveRecycle { self.machine.setPolicy(maxLifetime: .some(AdaptiveLifetime.longest), idleTimeout: nil) }
+        if self.settings.sizeIsAuto { self.sizeFromUpstream(poolCount: poolCount) }
+    }
+
+    // MARK: Sizing
+
+    /// The inputs of `size = "auto"`, shown by `stats` and `config`.
+    private(set) var autoSizing: (machine: AutoSize.MachineSize, upstreamAvailable: Int?, share: Int?)?
+
+    private func sizeFromUpstream(poolCount: Int) {
+        let machineSize = AutoSize.machineSize()
+        self.autoSizing = (machineSize, nil, nil)
+        let parameters = self.connectParameters
+        self.threadPool.runIfActive(eventLoop: self.eventLoop) { AutoSize.upstreamAvailable(parameters: parameters) }
+            .whenSuccess { [self] available in
+                guard let available else { return }
+                let share = max(1, available / max(1, poolCount))
+                self.autoSizing = (machineSize, available, share)
+                let size = min(machineSize.size, share)
+                if size != self.configuration.size {
+                    self.logger.info("size auto", metadata: ["size": "\(size)", "upstream_available": "\(available)", "share": "\(share)"])
+                    _ = self.resize(size: size, minIdle: min(self.configuration.minIdle, size), maxOverflow: self.configuration.maxOverflow)
+                }
+            }
+    }
+
+    // MARK: Autoscaling
+
+    private(set) var autoscaler: Autoscaler?
+    /// `resize` pins the size; autoscaling resumes with `resize autoscale: true`.
+    private(set) var autoscalePinned = false
+    private(set) var lastDecision: Autoscaler.Decision?
+    private var windowTask: RepeatedTask?
+    private var windowPeakConcurrency = 0
+    private var windowPeakQueue = 0
+    private var windowWait = LatencyHistogram()
+    /// Receives each autoscaling decision, for the log and for subscribers.
+    var onAutoscale: ((Autoscaler.Decision, Bool) -> Void)?
+
+    func setAutoscaling(_ on: Bool) {
+        self.autoscalePinned = !on
+        if on, self.autoscaler == nil {
+            let configuration = self.configuration
+            self.autoscaler = Autoscaler(minimum: max(1, configuration.minIdle), maximum: max(configuration.size * 2, 5))
+        }
+        if on, self.windowTask == nil {
+            let interval = self.settings.autoscale?.interval ?? .seconds(300)
+            self.windowTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval.timeAmount, delay: interval.timeAmount) { [self] _ in
+                self.windowEnded()
+            }
+        }
+    }
+
+    func setFixedRecycle() {
+        self.settings.adaptiveRecycle = false
+    }
+
+    func setAdaptiveRecycle() {
+        self.settings.adaptiveRecycle = true
+        if self.windowTask == nil {
+            let interval = self.settings.autoscale?.interval ?? .seconds(300)
+            self.windowTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval.timeAmount, delay: interval.timeAmount) { [self] _ in
+                self.windowEnded()
+            }
+        }
+        self.windowEnded()
+    }
+
+    private func noteLoad() {
+        self.windowPeakConcurrency = max(self.windowPeakConcurrency, self.leasedCount)
+        self.windowPeakQueue = max(self.windowPeakQueue, self.waitingCount)
+    }
+
+    /// One window of load is over: adapt the lifetime, then let the autoscaler decide the size.
+    private func windowEnded() {
+        let window = LoadWindow(
+            peakConcurrency: max(self.windowPeakConcurrency, self.leasedCount),
+            peakQueue: max(self.windowPeakQueue, self.waitingCount),
+            waitP95Milliseconds: Double(self.windowWait.percentile(0.95)) / 1000
+        )
+        self.windowPeakConcurrency = self.leasedCount
+        self.windowPeakQueue = self.waitingCount
+        self.windowWait = LatencyHistogram()
+        if self.settings.adaptiveRecycle {
+            let use = Double(window.peakConcurrency) / Double(max(1, self.configuration.size))
+            self.machine.setPolicy(maxLifetime: .some(AdaptiveLifetime.lifetime(use: use)), idleTimeout: nil)
+        }
+        guard var autoscaler = self.autoscaler else { return }
+        let decision = autoscaler.decide(size: self.configuration.size, window: window)
+        self.autoscaler = autoscaler
+        self.lastDecision = decision
+        let applied = decision.changed && !self.autoscalePinned && !self.isDraining
+        if applied {
+            _ = self.resize(size: decision.size, minIdle: min(self.configuration.minIdle, decision.size), maxOverflow: self.configuration.maxOverflow)
+        }
+        self.onAutoscale?(decision, applied)
     }
 
     /// Closes idle servers past their lifetime, idle timeout or generation, and refills `min_idle`.
@@ -201,6 +307,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// Stops taking clients: waiters are refused, idle servers closed; leased ones close when released.
     func shutdown() {
         self.maintenanceTask?.cancel()
+        self.windowTask?.cancel()
         let (refused, close) = self.machine.shutdown()
         for request in refused { self.fail(request, .shuttingDown) }
         for id in close { self.servers[id]?.close(reason: "agent shutting down") }
@@ -233,6 +340,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
             self.hand(server, to: client)
         case .wait(_, let deadline):
             self.stats.waits += 1
+            self.noteLoad()
             if self.waitTimer == nil { self.scheduleWaitTimer(at: deadline) }
         case .fail(let clientID, let error):
             self.fail(clientID, error)
@@ -246,8 +354,11 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// `pre_ping_after`; a dead one is discarded and the client asks again, without seeing an error.
     private func hand(_ server: ServerConnection, to client: ClientSession) {
         if let since = self.waitingSince.removeValue(forKey: client.id) {
-            self.stats.waitTime.record(since.duration(to: .now))
+            let waited = since.duration(to: .now)
+            self.stats.waitTime.record(waited)
+            self.windowWait.record(waited)
         }
+        self.noteLoad()
         self.stats.overflowPeak = max(self.stats.overflowPeak, self.openCount - self.configuration.size)
         guard let after = self.settings.prePingAfter, server.lastUsedAt.duration(to: .now) >= after else {
             server.link(to: client)

@@ -33,6 +33,14 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
         self.parameters = parameters
     }
 
+    /// Runs a query returning one integer, with libpq (blocking); only before the socket is handed to NIO.
+    func queryInteger(_ sql: String) -> Int? {
+        guard let connection = self.connection, let result = PQexec(connection, sql) else { return nil }
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_TUPLES_OK, PQntuples(result) == 1, let value = PQgetvalue(result, 0, 0) else { return nil }
+        return Int(String(cString: value))
+    }
+
     /// Frees libpq's side; call after the NIO channel has closed.
     func finish() {
         if let connection = self.connection {
