@@ -49,7 +49,14 @@ struct ConnectionOptions: ParsableArguments {
 }
 
 /// Runs one method on every agent, prints the answers and turns them into poolctl's exit code.
-func run(_ options: ConnectionOptions, _ method: String, _ params: [(String, JSONValue)] = [], render: (JSONValue) -> String = Render.keyValues) throws {
+/// `accept` decides whether a result counts as success (health: only "ok").
+func run(
+    _ options: ConnectionOptions,
+    _ method: String,
+    _ params: [(String, JSONValue)] = [],
+    render: (JSONValue) -> String = Render.keyValues,
+    accept: (JSONValue) -> Bool = { _ in true }
+) throws {
     let sockets = options.sockets
     let answers = ControlClient.callAll(sockets, method: method, params: params.isEmpty ? nil : .object(params), timeout: options.timeout)
     var exitCode: Int32 = 0
@@ -59,6 +66,7 @@ func run(_ options: ConnectionOptions, _ method: String, _ params: [(String, JSO
         case .success(let response):
             switch response.outcome {
             case .success(let result):
+                if !accept(result) { exitCode = max(exitCode, 1) }
                 if options.json {
                     print((["socket": .string(answer.socket), "result": result] as JSONValue).serialized)
                 } else {
@@ -172,16 +180,7 @@ extension PoolCtl {
         static let configuration = CommandConfiguration(abstract: "ok, degraded or down; exits 1 unless every agent is ok (a readiness probe).", discussion: "Example:\n  poolctl --socket /tmp/poolagent.sock health")
         @ParentCommand var root: PoolCtl
         func run() throws {
-            var unhealthy = false
-            do {
-                try poolctl.run(self.root.connection, "health", render: { result in
-                    if result["status"]?.stringValue != "ok" { unhealthy = true }
-                    return Render.health(result)
-                })
-            } catch let code as ExitCode {
-                throw code
-            }
-            if unhealthy { throw ExitCode(1) }
+            try poolctl.run(self.root.connection, "health", render: Render.health, accept: { $0["status"]?.stringValue == "ok" })
         }
     }
 

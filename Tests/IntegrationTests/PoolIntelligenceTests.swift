@@ -137,6 +137,25 @@ extension Integration {
             #expect(try Self.counter(agent, "size") == min(formula, available), "one pool: its share is everything")
         }
 
+        @Test func healthIsDownForAnUnreachableUpstreamAndOkOtherwise() throws {
+            let good = try Upstream.role("pa_health")
+            let deadPort = try AgentProcess.freePort()
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(good)"
+                min_idle = 1
+
+                [pools.dead]
+                upstream = "host=127.0.0.1 port=\(deadPort) user=nobody dbname=dead"
+                min_idle = 1
+                """)
+            let health = { try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "--json", "health"]) }
+            #expect(try eventually(timeout: 10) { try health().output.contains("\"pool\":\"dead\",\"status\":\"down\"") })
+            #expect(try health().output.contains("\"pool\":\"postgres\",\"status\":\"ok\""))
+            #expect(try health().output.contains("\"status\":\"degraded\""), "one pool down of two")
+            #expect(try health().status == 1, "poolctl health fails unless ok")
+        }
+
         @Test func serverSettingsHoldInTransactionModeAfterManyTransactions() throws {
             let agent = try Self.agent("pa_jit", extra: "server_settings = { jit = \"off\", work_mem = \"32MB\" }")
             let clients = try (0..<4).map { _ in try PGConnection(agent.conninfo()) }

@@ -177,12 +177,50 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         self.onAutoscale?(decision, applied)
     }
 
-    /// Closes idle servers past their lifetime, idle timeout or generation, and refills `min_idle`.
+    /// Closes idle servers past their lifetime, idle timeout or generation, and refills `min_idle`; while
+    /// the upstream is down and nothing else tries it, probes it so health turns back to ok by itself.
     private func upkeep() {
         let (close, open) = self.machine.maintenance(now: .now)
         self.closeServers(close, reason: "recycled: lifetime, idle timeout or reconnect")
         self.stats.recycles += close.count
         self.openServers(open)
+        if self.lastError != nil, self.openCount == 0, self.openingCount == 0, !self.probing,
+            self.lastErrorAt.map({ $0.duration(to: .now) >= .seconds(2) }) ?? true
+        {
+            self.probe()
+        }
+    }
+
+    private var probing = false
+
+    /// A connect that only tells whether the upstream answers; the connection is closed at once.
+    private func probe() {
+        self.probing = true
+        let parameters = self.connectParameters
+        self.threadPool.runIfActive(eventLoop: self.eventLoop) { () -> String? in
+            switch LibPQConnector.connect(parameters: parameters) {
+            case .success(let link):
+                link.finish()
+                return nil
+            case .failure(let failure):
+                return failure.message
+            }
+        }.whenComplete { [self] result in
+            self.probing = false
+            switch result {
+            case .success(nil):
+                self.lastContact = .now
+                if self.lastError != nil {
+                    self.lastError = nil
+                    self.onUpstreamChange?(true, nil)
+                }
+            case .success(let message?):
+                self.lastError = message
+                self.lastErrorAt = .now
+            case .failure:
+                break
+            }
+        }
     }
 
     private func closeServers(_ ids: [Int], reason: String) {
@@ -298,6 +336,13 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         guard self.servers.removeValue(forKey: server.id) != nil else { return }
         // An idle server that died (backend terminated, network gone) is discarded before anyone used it.
         if server.diedWhileIdle { self.stats.prePingFailures += 1 }
+        // The last server went away by itself: the upstream may be down; upkeep probes it.
+        if server.closedByServer, self.servers.isEmpty, self.lastError == nil {
+            let message = "every server connection closed: \(server.closeReason ?? "server closed the connection")"
+            self.lastError = message
+            self.lastErrorAt = .now
+            self.onUpstreamChange?(false, message)
+        }
         self.onServerClosed?(server)
         self.perform(self.machine.connectionClosed(server.id, now: .now))
         self.checkDrained()

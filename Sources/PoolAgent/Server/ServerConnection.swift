@@ -60,6 +60,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     private var internalQuery: InternalQuery?
     private(set) weak var client: ClientSession?
     private(set) var closeReason: String?
+    /// The server (or the network) closed the connection, not the agent.
+    private(set) var closedByServer = false
     /// The server closed while idle in the pool: it was dead before anyone used it.
     private(set) var diedWhileIdle = false
     /// When the current request started (outstanding went from zero), for `query_timeout`.
@@ -419,6 +421,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         guard self.state != .closed else { return }
         let previous = self.state
         self.state = .closed
+        self.closedByServer = self.closeReason == nil
         let reason = self.closeReason ?? "server closed the connection"
         self.closeReason = reason
         self.link.finish()
