@@ -73,12 +73,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         if let autoscale = self.settings.autoscale {
             self.autoscaler = Autoscaler(minimum: autoscale.minimum, maximum: autoscale.maximum)
         }
-        if self.settings.autoscale != nil || self.settings.adaptiveRecycle {
-            let interval = self.settings.autoscale?.interval ?? .seconds(300)
-            self.windowTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval.timeAmount, delay: interval.timeAmount) { [self] _ in
-                self.windowEnded()
-            }
-        }
+        if self.settings.autoscale != nil || self.settings.adaptiveRecycle { self.startWindows() }
         if self.settings.adaptiveRecycle { self.machine.setPolicy(maxLifetime: .some(AdaptiveLifetime.longest), idleTimeout: nil) }
         if self.settings.sizeIsAuto { self.sizeFromUpstream(poolCount: poolCount) }
     }
@@ -124,12 +119,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
             let configuration = self.configuration
             self.autoscaler = Autoscaler(minimum: max(1, configuration.minIdle), maximum: max(configuration.size * 2, 5))
         }
-        if on, self.windowTask == nil {
-            let interval = self.settings.autoscale?.interval ?? .seconds(300)
-            self.windowTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval.timeAmount, delay: interval.timeAmount) { [self] _ in
-                self.windowEnded()
-            }
-        }
+        if on { self.startWindows() }
     }
 
     func setFixedRecycle() {
@@ -138,13 +128,17 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     func setAdaptiveRecycle() {
         self.settings.adaptiveRecycle = true
-        if self.windowTask == nil {
-            let interval = self.settings.autoscale?.interval ?? .seconds(300)
-            self.windowTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval.timeAmount, delay: interval.timeAmount) { [self] _ in
-                self.windowEnded()
-            }
-        }
+        self.startWindows()
         self.windowEnded()
+    }
+
+    /// Starts the load windows (autoscaling, adaptive lifetime) at `autoscale.interval`, 5 min by default.
+    private func startWindows() {
+        guard self.windowTask == nil else { return }
+        let interval = (self.settings.autoscale?.interval ?? .seconds(300)).timeAmount
+        self.windowTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+            self.windowEnded()
+        }
     }
 
     private func noteLoad() {
