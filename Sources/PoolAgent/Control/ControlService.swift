@@ -314,6 +314,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             futures.append(pool.drain())
             self.runtime.emit("drain", ["pool": .string(pool.name), "phase": "started"])
         }
+        let drained = results
         let promise = loop.makePromise(of: JSONValue.self)
         let timer = deadline.map { deadline in
             loop.scheduleTask(in: deadline.timeAmount) {
@@ -332,7 +333,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             let elapsed = ContinuousClock.now - started
             for pool in pools { self.runtime.emit("drain", ["pool": .string(pool.name), "phase": "finished", "elapsed_ms": JSONValue(elapsed.seconds * 1000)]) }
             promise.succeed([
-                "pools": .array(results.map { ["pool": .string($0.name), "servers_closed": JSONValue($0.servers), "waited_for_busy": JSONValue($0.busy)] }),
+                "pools": .array(drained.map { ["pool": .string($0.name), "servers_closed": JSONValue($0.servers), "waited_for_busy": JSONValue($0.busy)] }),
                 "elapsed_ms": JSONValue(elapsed.seconds * 1000),
             ])
         }
