@@ -64,7 +64,6 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     }
 
     var user: String? { self.startup?.user }
-    var database: String? { self.startup?.database }
 
     // MARK: Channel events
 

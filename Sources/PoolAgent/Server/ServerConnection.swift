@@ -238,11 +238,6 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         }
     }
 
-    /// Client bytes for the server; already scanned by the client session.
-    func send(_ buffer: ByteBuffer) {
-        self.channel.writeAndFlush(buffer, promise: nil)
-    }
-
     /// Queues bytes for the server; `flush` sends them.
     func write(_ buffer: ByteBuffer) {
         self.channel.write(buffer, promise: nil)

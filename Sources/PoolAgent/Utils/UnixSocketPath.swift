@@ -1,5 +1,7 @@
 // Unix socket files: tell a live listener from a stale file, and create parent directories.
 
+import ControlRPC
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,23 +9,9 @@ import Glibc
 enum UnixSocketPath {
     /// True when something accepts connections on `path`.
     static func isLive(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        return result == 0
+        guard let fd = try? UnixSocket.connect(path: path) else { return false }
+        close(fd)
+        return true
     }
 
     /// Prepares `path` for binding: refuses a live socket, removes a stale one, creates the directory.
