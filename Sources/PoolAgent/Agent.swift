@@ -1,5 +1,6 @@
 // Starts and stops the agent: listeners, pools, the control socket and signal handling.
 
+import ControlRPC
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -157,7 +158,14 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
                 self.logger.notice("SIGINT received: immediate shutdown")
                 self.shutdown(.immediate)
             default:
-                self.logger.notice("SIGHUP received: reloading the configuration is not supported yet; ignored")
+                self.runtime.eventLoop.execute {
+                    do throws(RPCError) {
+                        let result = try self.runtime.reload()
+                        self.logger.notice("SIGHUP received: configuration reloaded", metadata: ["result": "\(result.serialized)"])
+                    } catch {
+                        self.logger.error("SIGHUP received: reload refused, nothing changed", metadata: [LogKey.reason: "\(error.data?.serialized ?? error.message)"])
+                    }
+                }
             }
         }
     }

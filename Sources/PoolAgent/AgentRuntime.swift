@@ -30,12 +30,19 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     private(set) var recentlyClosedServers: [(id: Int, pool: String, backendPID: Int32, reason: String)] = []
     static let recentlyClosedLimit = 50
     private var sweepTask: RepeatedTask?
+    /// Client authentication and TLS: methods, secrets, certificates.
+    let authenticator: ClientAuthenticator
 
     init(configuration: AgentConfiguration, eventLoop: any EventLoop, threadPool: NIOThreadPool, logger: Logger) throws {
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.threadPool = threadPool
         self.logger = logger
+        do {
+            self.authenticator = try ClientAuthenticator(configuration: configuration, eventLoop: eventLoop, threadPool: threadPool)
+        } catch {
+            throw AgentStartError("\(configuration.path): \(error)")
+        }
         for (name, settings) in configuration.pools {
             self.pools[name] = try self.makePool(settings)
         }
@@ -227,6 +234,13 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
                 throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
                                data: ["file": .string(next.path), "errors": [.string("pools.\(name).upstream: \(error.description)")]])
             }
+        }
+        do {
+            // The auth file and certificates are read again even when their paths did not change.
+            try self.authenticator.reload(next)
+        } catch {
+            throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
+                           data: ["file": .string(next.path), "errors": [.string(error.description)]])
         }
         var changed: [JSONValue] = []
         var added: [JSONValue] = []

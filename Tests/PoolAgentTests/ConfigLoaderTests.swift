@@ -131,6 +131,67 @@ import Testing
         #expect(config.pools["a"]?.mode == .transaction)
     }
 
+    @Test func authAndTLSDefaults() throws {
+        let config = try self.load("[pools.a]\nupstream = \"host=/tmp\"")
+        #expect(config.auth.tcp == .scramSHA256)
+        #expect(config.auth.unix == .peer)
+        #expect(config.auth.rules.isEmpty)
+        #expect(config.tls.mode == .disable)
+        #expect(config.pools["a"]?.authQuery == nil)
+    }
+
+    @Test func authRulesAreReadInOrder() throws {
+        let config = try self.load("""
+            [auth]
+            tcp = "md5"
+            unix = "trust"
+            [[auth.rules]]
+            connection = "hostssl"
+            user = ["alice", "bob"]
+            database = "all"
+            address = "10.0.0.0/8"
+            method = "scram-sha-256"
+            [[auth.rules]]
+            connection = "local"
+            method = "peer"
+            [pools.a]
+            upstream = "host=/tmp"
+            auth_query = "SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1"
+            """)
+        #expect(config.auth.tcp == .md5)
+        #expect(config.auth.rules.count == 2)
+        #expect(config.auth.rules[0] == AuthRule(connection: "hostssl", databases: nil, users: ["alice", "bob"], address: AddressRange("10.0.0.0/8"), method: .scramSHA256))
+        #expect(config.auth.rules[1].method == .peer)
+        #expect(config.pools["a"]?.authQuery?.contains("$1") == true)
+    }
+
+    @Test(arguments: [
+        ("[auth]\ntcp = \"password\"", "auth.tcp", "unknown method"),
+        ("[auth]\ntcp = \"peer\"", "auth.tcp", "only on the Unix socket"),
+        ("[auth]\nhba = 1", "auth.hba", "unknown key"),
+        ("[auth]\nfile = \"/nonexistent/users.txt\"", "auth.file", "cannot read"),
+        ("[[auth.rules]]\nuser = \"a\"", "auth.rules[0].method", "missing"),
+        ("[[auth.rules]]\nmethod = \"peer\"", "auth.rules[0].method", "connection = \"local\""),
+        ("[[auth.rules]]\nmethod = \"trust\"\nconnection = \"hostgss\"", "auth.rules[0].connection", "unknown connection type"),
+        ("[[auth.rules]]\nmethod = \"trust\"\naddress = \"10.0.0.0/40\"", "auth.rules[0].address", "CIDR"),
+        ("[[auth.rules]]\nmethod = \"trust\"\nuser = []", "auth.rules[0].user", "never match"),
+        ("[[auth.rules]]\nmethod = \"trust\"\nport = 5", "auth.rules[0].port", "unknown key"),
+        ("[tls]\nclient_tls = \"require\"", "tls.client_tls", "needs a certificate"),
+        ("[tls]\ncert_file = \"/tmp/x.pem\"", "tls.key_file", "go together"),
+        ("[tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"", "tls", "/nonexistent.pem"),
+        ("[tls]\nclient_tls = \"prefer\"", "tls.client_tls", "disable, allow or require"),
+    ])
+    func authAndTLSErrorsNameTheKey(section: String, key: String, reason: String) throws {
+        let error = try #require(self.error("\(section)\n[pools.a]\nupstream = \"host=/tmp\""))
+        #expect(error.key == key, "\(error)")
+        #expect(error.description.contains(reason), "\(error)")
+    }
+
+    @Test func authQueryMustTakeTheUserAsAParameter() throws {
+        let error = try #require(self.error("[pools.a]\nupstream = \"host=/tmp\"\nauth_query = \"SELECT 1\""))
+        #expect(error.key == "pools.a.auth_query")
+    }
+
     @Test(arguments: [
         ("30s", Duration.seconds(30)), ("250ms", .milliseconds(250)), ("5m", .seconds(300)), ("1h", .seconds(3600)),
         ("2d", .seconds(172_800)), ("1.5s", .milliseconds(1500)), ("7", .seconds(7)), (" 10 s ", .seconds(10)),

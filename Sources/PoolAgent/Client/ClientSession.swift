@@ -2,6 +2,7 @@
 
 import Logging
 import NIOCore
+import NIOSSL
 import PGWire
 import PoolCore
 
@@ -15,7 +16,17 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     typealias OutboundOut = ByteBuffer
 
     enum State: String {
-        case startup, waiting, syncing, active, closed
+        case startup, authenticating, waiting, syncing, active, closed
+    }
+
+    /// Where the password exchange stands while the state is `authenticating`.
+    enum PasswordExchange {
+        /// The secret is being looked up; nothing has been asked of the client yet.
+        case lookingUp
+        case scramInitial(ScramExchange)
+        case scramFinal(ScramExchange)
+        /// md5: the expected response, or nil and why no response can match.
+        case md5(expected: [UInt8]?, refusal: String?)
     }
 
     let id: Int
@@ -25,6 +36,11 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private var startupBuffer: ByteBuffer?
     private var sslRequested = false
     private var gssRequested = false
+    /// TLS was negotiated: everything after the SSLRequest is encrypted.
+    private(set) var tlsActive = false
+    private var exchange: PasswordExchange?
+    /// Bytes of the password exchange not yet read.
+    private var authInput: ByteBuffer?
     private var startup: StartupMessage?
     /// Bytes the client sent while it waits for a server; sent once it has one.
     private var pendingInput: ByteBuffer?
@@ -39,6 +55,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     /// The last time the client sent anything, for `client_idle_timeout` and `idle_in_transaction_timeout`.
     private(set) var lastActivity: ContinuousClock.Instant = .now
     private(set) var peer = "unknown"
+    /// The peer without its port, for messages to the client.
+    private var peerHost = "unknown"
     private(set) var closeReason: String?
     /// The client broke the protocol; its server may hold a partial message.
     private var dirty = false
@@ -69,10 +87,16 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     func channelActive(context: ChannelHandlerContext) {
         self.channel = context.channel
-        self.peer = context.channel.remoteAddress.map { "\($0)" } ?? "unix socket"
+        if let address = context.channel.remoteAddress, let ip = address.ipAddress {
+            self.peerHost = "host \"\(ip)\""
+            self.peer = "\(self.peerHost) port \(address.port ?? 0)"
+        } else {
+            self.peerHost = "the Unix socket"
+            self.peer = self.peerHost
+        }
         self.runtime.clientOpened(self)
         self.loginTimer = context.eventLoop.scheduleTask(in: self.runtime.configuration.loginTimeout.timeAmount) { [self] in
-            guard self.state == .startup else { return }
+            guard self.state == .startup || self.state == .authenticating else { return }
             self.fatal(.fatal("08006", "login timeout: no startup packet within \(self.runtime.configuration.loginTimeout.configText)"))
         }
         context.fireChannelActive()
@@ -88,6 +112,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             self.requestServer(for: buffer)
         case .startup:
             self.startupBytes(buffer)
+        case .authenticating:
+            self.authenticationBytes(buffer)
         case .waiting, .syncing:
             self.holdPendingInput(buffer)
         case .closed:
@@ -142,9 +168,25 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
                     return
                 }
                 if isSSL { self.sslRequested = true } else { self.gssRequested = true }
+                let auth = self.runtime.authenticator
+                let tlsContext = isSSL && self.connectionKind != .local && auth.tlsMode != .disable ? auth.tlsContext : nil
+                if tlsContext != nil, buffer.readableBytes > 0 {
+                    // Bytes sent before the handshake could be injected by anyone on the path (CVE-2021-23214).
+                    self.fatal(.fatal("08P01", "received unencrypted data after SSL request"))
+                    return
+                }
                 var answer = self.channel.allocator.buffer(capacity: 1)
-                answer.writeInteger(UInt8(ascii: "N"))
+                answer.writeInteger(UInt8(ascii: tlsContext == nil ? "N" : "S"))
                 self.channel.writeAndFlush(answer, promise: nil)
+                if let tlsContext {
+                    do {
+                        try self.channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext), position: .first)
+                    } catch {
+                        self.close(reason: "cannot start TLS: \(error)")
+                        return
+                    }
+                    self.tlsActive = true
+                }
             case .cancelRequest(let key):
                 self.runtime.cancel(key, from: self.peer)
                 self.close(reason: "cancel request handled")
@@ -159,8 +201,6 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     private func startupReceived(_ message: StartupMessage) {
         self.startup = message
-        self.loginTimer?.cancel()
-        self.loginTimer = nil
         guard let user = message.user, !user.isEmpty else {
             self.fatal(.fatal("28000", "no PostgreSQL user name specified in startup packet"))
             return
@@ -185,6 +225,13 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             self.fatal(.fatal("57P03", "the agent is shutting down"))
             return
         }
+        self.authenticate(user: user, database: database, pool: pool)
+    }
+
+    /// The client proved who it is (or needed not): the session joins its pool.
+    private func loginAuthorized(pool: Pool) {
+        self.loginTimer?.cancel()
+        self.loginTimer = nil
         self.pool = pool
         if pool.settings.mode == .transaction {
             // Statement names are read from these messages, so they are held until complete.
@@ -212,6 +259,238 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         }
         self.state = .waiting
         pool.acquire(for: self)
+    }
+
+    // MARK: Authentication
+
+    /// How this client reached the agent, for auth rules and `client_tls = require`.
+    var connectionKind: ConnectionKind {
+        if case .unixDomainSocket? = self.channel.localAddress { return .local }
+        return self.tlsActive ? .hostssl : .hostnossl
+    }
+
+    /// The client's IP address as bytes (4 or 16), for address rules.
+    private var remoteAddressBytes: [UInt8]? {
+        switch self.channel.remoteAddress {
+        case .v4(let address)?: withUnsafeBytes(of: address.address.sin_addr) { Array($0) }
+        case .v6(let address)?: withUnsafeBytes(of: address.address.sin6_addr) { Array($0) }
+        default: nil
+        }
+    }
+
+    private func authenticate(user: String, database: String, pool: Pool) {
+        let auth = self.runtime.authenticator
+        let kind = self.connectionKind
+        if kind != .local && auth.tlsMode == .require && !self.tlsActive {
+            self.fatal(.fatal("28000", "TLS is required: this agent refuses unencrypted connections from \(self.peerHost)",
+                              detail: "Connect with sslmode=require (client_tls = require)."))
+            return
+        }
+        let (method, rule) = auth.method(kind: kind, address: self.remoteAddressBytes, database: database, user: user)
+        let ruleText = rule.map { "auth rule \($0)" } ?? "the default for \(kind == .local ? "auth.unix" : "auth.tcp")"
+        self.logger.debug("authenticating", metadata: ["user": "\(user)", "method": "\(method.rawValue)", "by": "\(ruleText)"])
+        switch method {
+        case .trust:
+            self.loginAuthorized(pool: pool)
+        case .reject:
+            let encryption = kind == .hostssl ? "TLS" : kind == .local ? "Unix socket" : "no encryption"
+            self.fatal(.fatal("28000", "connection rejected for \(self.peerHost), user \"\(user)\", database \"\(database)\", \(encryption)",
+                              detail: "Refused by \(ruleText)."))
+        case .peer:
+            self.authenticatePeer(user: user, pool: pool)
+        case .scramSHA256, .md5:
+            self.state = .authenticating
+            self.exchange = .lookingUp
+            if let pending = self.pendingInput {
+                self.pendingInput = nil
+                self.authInput = pending
+            }
+            auth.secret(for: user, pool: pool.name).whenComplete { [self] result in
+                guard self.state == .authenticating else { return }
+                switch result {
+                case .success(.failed(let message)):
+                    self.logger.warning("password lookup failed", metadata: ["user": "\(user)", LogKey.reason: "\(message)"])
+                    self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\": \(message)"))
+                case .success(let outcome):
+                    self.startPasswordExchange(method: method, user: user, outcome: outcome, pool: pool)
+                case .failure(let error):
+                    self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\": \(error)"))
+                }
+            }
+        }
+    }
+
+    private func authenticatePeer(user: String, pool: Pool) {
+        peerCredentials(of: self.channel)
+            .whenComplete { [self] result in
+                guard self.state == .startup else { return }
+                guard case .success(let credentials) = result, let name = systemUserName(uid: credentials.uid) else {
+                    self.fatal(.fatal("28000", "peer authentication failed for user \"\(user)\"", detail: "Cannot map the peer's uid to a user name."))
+                    return
+                }
+                guard name == user else {
+                    self.logger.info("peer authentication failed", metadata: ["user": "\(user)", "os_user": "\(name)"])
+                    self.fatal(.fatal("28000", "peer authentication failed for user \"\(user)\"",
+                                      detail: "The connecting process runs as OS user \"\(name)\"."))
+                    return
+                }
+                self.loginAuthorized(pool: pool)
+            }
+    }
+
+    private func startPasswordExchange(method: AuthMethod, user: String, outcome: AuthQueryOutcome, pool: Pool) {
+        let auth = self.runtime.authenticator
+        var buffer = self.channel.allocator.buffer(capacity: 64)
+        var random = SystemRandomNumberGenerator()
+        var secret: StoredSecret? = nil
+        var refusal = "no password"
+        switch outcome {
+        case .secret(let found): secret = found
+        case .refused(let reason), .failed(let reason): refusal = reason
+        }
+        // As in PostgreSQL: md5 with a SCRAM verifier runs SCRAM; SCRAM with an md5 hash cannot succeed.
+        let useSCRAM: Bool
+        if case .scram? = secret { useSCRAM = true } else { useSCRAM = method == .scramSHA256 }
+        if useSCRAM {
+            let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: .min ... .max, using: &random) })
+            let exchange: ScramExchange
+            if let secret, let scram = auth.scramSecret(user: user, secret) {
+                exchange = ScramExchange(secret: scram, serverNonce: nonce)
+            } else {
+                if secret != nil { refusal = "user has only an md5 password, which cannot answer SCRAM-SHA-256" }
+                exchange = ScramExchange(doomedFor: user, reason: refusal, mockKey: auth.mockKey, serverNonce: nonce)
+            }
+            self.exchange = .scramInitial(exchange)
+            buffer.writeAuthenticationSASL(mechanisms: [ScramExchange.mechanism])
+        } else {
+            let salt = (0..<4).map { _ in UInt8.random(in: .min ... .max, using: &random) }
+            switch secret {
+            case .md5(let stored)?:
+                self.exchange = .md5(expected: MD5Password.expectedResponse(stored: stored, salt: salt), refusal: nil)
+            case .plaintext(let password)?:
+                let stored = MD5Password.stored(password: password, user: user)
+                self.exchange = .md5(expected: MD5Password.expectedResponse(stored: stored, salt: salt), refusal: nil)
+            case .scram?, nil:
+                self.exchange = .md5(expected: nil, refusal: refusal)
+            }
+            buffer.writeAuthenticationMD5Password(salt: salt)
+        }
+        self.channel.writeAndFlush(buffer, promise: nil)
+        if let input = self.authInput {
+            self.authInput = nil
+            self.authenticationBytes(input)
+        }
+    }
+
+    /// PostgreSQL's limit for one authentication message.
+    static let maximumAuthMessage = 65535
+
+    /// Reads password messages (`p`) while authenticating; anything else ends the connection.
+    private func authenticationBytes(_ input: ByteBuffer) {
+        var buffer = input
+        if var held = self.authInput {
+            held.writeImmutableBuffer(input)
+            buffer = held
+        }
+        self.authInput = nil
+        while self.state == .authenticating {
+            if case .lookingUp? = self.exchange {
+                if buffer.readableBytes > 0 { self.authInput = buffer }
+                return
+            }
+            guard buffer.readableBytes >= 5, let type = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
+                let length = buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self)
+            else {
+                if buffer.readableBytes > 0 { self.authInput = buffer }
+                return
+            }
+            if type == FrontendMessageID.terminate {
+                self.close(reason: "client sent Terminate during authentication")
+                return
+            }
+            guard type == FrontendMessageID.passwordMessage else {
+                self.fatal(.fatal("08P01", "expected password response, got message type \(Self.describeType(type))"))
+                return
+            }
+            guard length >= 4, Int(length) <= Self.maximumAuthMessage else {
+                self.fatal(.fatal("08P01", "invalid password message length \(length)"))
+                return
+            }
+            guard buffer.readableBytes >= Int(length) + 1 else {
+                self.authInput = buffer
+                return
+            }
+            buffer.moveReaderIndex(forwardBy: 5)
+            var body = buffer.readSlice(length: Int(length) - 4)!
+            if let pool = self.passwordMessage(&body) {
+                // Bytes pipelined after the last password message are the client's first requests.
+                if buffer.readableBytes > 0 { self.pendingInput = buffer }
+                self.exchange = nil
+                self.state = .startup
+                self.loginAuthorized(pool: pool)
+                return
+            }
+        }
+    }
+
+    private static func describeType(_ type: UInt8) -> String {
+        (0x21...0x7E).contains(type) ? "\"\(Character(Unicode.Scalar(type)))\"" : "0x\(String(type, radix: 16))"
+    }
+
+    /// Handles one password message; returns the pool once the client is authenticated.
+    private func passwordMessage(_ body: inout ByteBuffer) -> Pool? {
+        guard let exchange = self.exchange, let user = self.startup?.user, let pool = self.runtime.pools[self.startup?.database ?? user] else {
+            self.close(reason: "authentication state lost")
+            return nil
+        }
+        do throws(AuthFailure) {
+            switch exchange {
+            case .lookingUp:
+                return nil
+            case .scramInitial(var scram):
+                let initial: SASLInitialResponse
+                do {
+                    initial = try SASLInitialResponse.decode(from: &body)
+                } catch {
+                    throw .malformed("malformed SASL message: \(error.description)")
+                }
+                guard initial.mechanism == ScramExchange.mechanism else {
+                    throw .malformed("client selected an invalid SASL authentication mechanism")
+                }
+                guard let data = initial.data else { throw .malformed("malformed SCRAM message: the initial response is missing") }
+                let serverFirst = try scram.receiveClientFirst(data)
+                self.exchange = .scramFinal(scram)
+                var buffer = self.channel.allocator.buffer(capacity: serverFirst.count + 9)
+                buffer.writeAuthenticationSASL(code: AuthenticationCode.saslContinue, data: serverFirst)
+                self.channel.writeAndFlush(buffer, promise: nil)
+                return nil
+            case .scramFinal(var scram):
+                let serverFinal = try scram.receiveClientFinal(body.readBytes(length: body.readableBytes) ?? [])
+                var buffer = self.channel.allocator.buffer(capacity: serverFinal.count + 9)
+                buffer.writeAuthenticationSASL(code: AuthenticationCode.saslFinal, data: serverFinal)
+                self.channel.write(buffer, promise: nil)
+                return pool
+            case .md5(let expected, let refusal):
+                let bytes = body.readBytes(length: body.readableBytes) ?? []
+                guard let terminator = bytes.firstIndex(of: 0), terminator == bytes.count - 1 else {
+                    throw .malformed("invalid password message: not one NUL-terminated string")
+                }
+                let response = Array(bytes[..<terminator])
+                guard let expected else { throw .refused(refusal ?? "no password") }
+                guard constantTimeEquals(response, expected) else { throw .refused("wrong password (md5 response did not match)") }
+                return pool
+            }
+        } catch {
+            self.exchange = nil
+            switch error {
+            case .malformed(let message): self.protocolViolation(message)
+            case .unsupported(let message): self.fatal(.fatal("0A000", message))
+            case .refused(let reason):
+                self.logger.info("password authentication failed", metadata: ["user": "\(user)", LogKey.reason: "\(reason)", LogKey.peer: "\(self.peer)"])
+                self.fatal(.fatal("28P01", "password authentication failed for user \"\(user)\""))
+            }
+            return nil
+        }
     }
 
     // MARK: Pool outcomes
@@ -492,7 +771,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             let server = self.server
             self.server = nil
             server?.clientLeft(clean: previous == .syncing || clean)
-        case .startup, .closed:
+        case .startup, .authenticating, .closed:
             break
         }
         self.runtime.clientClosed(self)

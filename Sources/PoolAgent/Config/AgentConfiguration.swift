@@ -32,6 +32,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var loginTimeout: Duration
     public var shutdownTimeout: Duration
     public var logLevel: String
+    public var auth: AuthSettings
+    public var tls: TLSSettings
     public var pools: [String: PoolSettings]
 }
 
@@ -73,6 +75,10 @@ public struct PoolSettings: Sendable, Equatable {
     /// A client with no activity this long is disconnected.
     public var clientIdleTimeout: Duration?
     public var serverSettings: [(String, String)]
+    /// Looks up passwords of users missing from the auth file; nil: off.
+    public var authQuery: String?
+    /// The conninfo of the auth_query connection; nil: the pool's upstream.
+    public var authUpstream: String?
 
     public var poolConfiguration: PoolConfiguration {
         PoolConfiguration(
@@ -94,6 +100,7 @@ public struct PoolSettings: Sendable, Equatable {
             && lhs.idleTimeout == rhs.idleTimeout && lhs.prePingAfter == rhs.prePingAfter && lhs.queryTimeout == rhs.queryTimeout
             && lhs.idleInTransactionTimeout == rhs.idleInTransactionTimeout && lhs.clientIdleTimeout == rhs.clientIdleTimeout
             && lhs.serverSettings.elementsEqual(rhs.serverSettings) { $0 == $1 }
+            && lhs.authQuery == rhs.authQuery && lhs.authUpstream == rhs.authUpstream
     }
 }
 
@@ -113,6 +120,25 @@ extension AgentConfiguration {
                 "shutdown_timeout_s": JSONValue(self.shutdownTimeout.seconds),
                 "log_level": .string(self.logLevel),
                 "metrics_listen": self.metricsListen.map { .string($0.description) } ?? .null,
+            ],
+            "auth": [
+                "file": self.auth.file.map { .string($0) } ?? .null,
+                "tcp": .string(self.auth.tcp.rawValue),
+                "unix": .string(self.auth.unix.rawValue),
+                "rules": .array(self.auth.rules.map { rule in
+                    [
+                        "connection": rule.connection.map { .string($0) } ?? .null,
+                        "database": rule.databases.map { .array($0.map { .string($0) }) } ?? .null,
+                        "user": rule.users.map { .array($0.map { .string($0) }) } ?? .null,
+                        "address": rule.address.map { .string($0.description) } ?? .null,
+                        "method": .string(rule.method.rawValue),
+                    ]
+                }),
+            ],
+            "tls": [
+                "cert_file": self.tls.certificateFile.map { .string($0) } ?? .null,
+                "key_file": self.tls.keyFile.map { .string($0) } ?? .null,
+                "client_tls": .string(self.tls.mode.rawValue),
             ],
             "pools": .object(self.pools.sorted { $0.key < $1.key }.map { ($0.key, $0.value.redactedJSON) }),
         ]
@@ -144,6 +170,8 @@ extension PoolSettings {
         } ?? .null
         members.append(("autoscale", autoscale))
         members.append(("server_settings", .object(self.serverSettings.map { ($0.0, .string($0.1)) })))
+        members.append(("auth_query", self.authQuery.map { .string($0) } ?? .null))
+        members.append(("auth_upstream", self.authUpstream.map { .string((try? UpstreamConninfo(parsing: $0).redacted) ?? "(invalid)") } ?? .null))
         return .object(members)
     }
 }

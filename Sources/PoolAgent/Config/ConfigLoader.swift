@@ -13,8 +13,11 @@ public enum ConfigLoader {
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
         "reset_query", "server_settings", "max_prepared_statements", "max_lifetime", "idle_timeout",
         "pre_ping_after", "query_timeout", "idle_in_transaction_timeout", "client_idle_timeout",
-        "autoscale", "recycle",
+        "autoscale", "recycle", "auth_query", "auth_upstream",
     ]
+    static let authKeys = ["file", "rules", "tcp", "unix"]
+    static let ruleKeys = ["address", "connection", "database", "method", "user"]
+    static let tlsKeys = ["cert_file", "client_tls", "key_file"]
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
     /// Reads and validates `path`.
@@ -46,12 +49,16 @@ public enum ConfigLoader {
             var agent: [(String, ConfigValue)] = []
             var defaults: [(String, ConfigValue)] = []
             var poolTables: [(String, ConfigValue)] = []
+            var authTable: [(String, ConfigValue)] = []
+            var tlsTable: [(String, ConfigValue)] = []
             for (key, value) in root {
                 switch key {
                 case "agent": agent = try self.table(value, key)
                 case "defaults": defaults = try self.table(value, key)
                 case "pools": poolTables = try self.table(value, key)
-                default: throw self.error(key, "unknown section; expected agent, defaults or pools")
+                case "auth": authTable = try self.table(value, key)
+                case "tls": tlsTable = try self.table(value, key)
+                default: throw self.error(key, "unknown section; expected agent, auth, tls, defaults or pools")
                 }
             }
             try self.rejectUnknown(agent, allowed: Self.agentKeysSorted, in: "agent")
@@ -107,6 +114,9 @@ public enum ConfigLoader {
                 throw self.error("agent.log_level", "unknown level \"\(logLevel)\"; expected one of \(ConfigLoader.logLevels.joined(separator: ", "))")
             }
 
+            let auth = try self.auth(authTable)
+            let tls = try self.tls(tlsTable)
+
             var pools: [String: PoolSettings] = [:]
             for (name, value) in poolTables {
                 let keyPath = "pools.\(name)"
@@ -132,6 +142,8 @@ public enum ConfigLoader {
                 loginTimeout: loginTimeout,
                 shutdownTimeout: shutdownTimeout,
                 logLevel: logLevel,
+                auth: auth,
+                tls: tls,
                 pools: pools
             )
         }
@@ -256,6 +268,22 @@ public enum ConfigLoader {
                     }
                 }
             }
+            (values, section) = merged("auth_query")
+            let authQuery = try self.optionalString(values, "auth_query", section)
+            if let authQuery {
+                guard !authQuery.contains("\0"), authQuery.contains("$1") else {
+                    throw self.error("\(section).auth_query", "must be one SQL query that takes the user name as $1")
+                }
+            }
+            (values, section) = merged("auth_upstream")
+            let authUpstream = try self.optionalString(values, "auth_upstream", section)
+            if let authUpstream {
+                do {
+                    _ = try UpstreamConninfo(parsing: authUpstream)
+                } catch {
+                    throw self.error("\(section).auth_upstream", error.description)
+                }
+            }
             return PoolSettings(
                 name: name,
                 upstream: upstream,
@@ -276,8 +304,124 @@ public enum ConfigLoader {
                 queryTimeout: queryTimeout,
                 idleInTransactionTimeout: idleInTransaction,
                 clientIdleTimeout: clientIdle,
-                serverSettings: serverSettings
+                serverSettings: serverSettings,
+                authQuery: authQuery,
+                authUpstream: authUpstream
             )
+        }
+
+        func auth(_ table: [(String, ConfigValue)]) throws(ConfigError) -> AuthSettings {
+            try self.rejectUnknown(table, allowed: ConfigLoader.authKeys, in: "auth")
+            var settings = AuthSettings()
+            settings.file = try self.optionalString(table, "file", "auth")
+            if let file = settings.file {
+                do {
+                    _ = try UserList.parse(try readFile(file))
+                } catch let error as UserList.LineError {
+                    throw self.error("auth.file", "\(file) \(error)")
+                } catch {
+                    throw self.error("auth.file", "cannot read \(file): \(error)")
+                }
+            }
+            settings.tcp = try self.method(table, "tcp", "auth") ?? .scramSHA256
+            settings.unix = try self.method(table, "unix", "auth") ?? .peer
+            if settings.tcp == .peer {
+                throw self.error("auth.tcp", "peer authentication works only on the Unix socket")
+            }
+            guard let rules = self.lookup(table, "rules") else { return settings }
+            guard case .array(let items) = rules else {
+                throw self.error("auth.rules", "expected an array of tables ([[auth.rules]]), found \(rules.typeName)")
+            }
+            for (index, item) in items.enumerated() {
+                let key = "auth.rules[\(index)]"
+                let rule = try self.table(item, key)
+                try self.rejectUnknown(rule, allowed: ConfigLoader.ruleKeys, in: key)
+                guard let method = try self.method(rule, "method", key) else {
+                    throw self.error("\(key).method", "missing; expected one of \(AuthMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                let connection = try self.optionalString(rule, "connection", key)
+                if let connection, !["local", "host", "hostssl", "hostnossl"].contains(connection) {
+                    throw self.error("\(key).connection", "unknown connection type \"\(connection)\"; expected local, host, hostssl or hostnossl")
+                }
+                if method == .peer && connection != "local" {
+                    throw self.error("\(key).method", "peer authentication works only on the Unix socket; add connection = \"local\"")
+                }
+                var address: AddressRange? = nil
+                if let text = try self.optionalString(rule, "address", key) {
+                    guard let parsed = AddressRange(text) else {
+                        throw self.error("\(key).address", "expected an IP address or CIDR range such as \"10.0.0.0/8\", found \"\(text)\"")
+                    }
+                    guard connection != "local" else {
+                        throw self.error("\(key).address", "a local (Unix socket) rule cannot match an address")
+                    }
+                    address = parsed
+                }
+                settings.rules.append(AuthRule(
+                    connection: connection,
+                    databases: try self.names(rule, "database", key),
+                    users: try self.names(rule, "user", key),
+                    address: address,
+                    method: method
+                ))
+            }
+            return settings
+        }
+
+        func method(_ table: [(String, ConfigValue)], _ key: String, _ section: String) throws(ConfigError) -> AuthMethod? {
+            guard let text = try self.optionalString(table, key, section) else { return nil }
+            guard let method = AuthMethod(rawValue: text) else {
+                throw self.error("\(section).\(key)", "unknown method \"\(text)\"; expected one of \(AuthMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return method
+        }
+
+        /// A name or an array of names; "all" (or no key) matches every name.
+        func names(_ table: [(String, ConfigValue)], _ key: String, _ section: String) throws(ConfigError) -> [String]? {
+            var names: [String] = []
+            switch self.lookup(table, key) {
+            case nil: return nil
+            case .string(let name)?: names = [name]
+            case .array(let items)?:
+                for item in items {
+                    guard case .string(let name) = item else {
+                        throw self.error("\(section).\(key)", "expected a name or an array of names, found \(item.typeName) in the array")
+                    }
+                    names.append(name)
+                }
+            case let other?: throw self.error("\(section).\(key)", "expected a name or an array of names, found \(other.typeName)")
+            }
+            guard !names.isEmpty else { throw self.error("\(section).\(key)", "empty list: the rule could never match") }
+            return names.contains("all") ? nil : names
+        }
+
+        func tls(_ table: [(String, ConfigValue)]) throws(ConfigError) -> TLSSettings {
+            try self.rejectUnknown(table, allowed: ConfigLoader.tlsKeys, in: "tls")
+            var settings = TLSSettings()
+            settings.certificateFile = try self.optionalString(table, "cert_file", "tls")
+            settings.keyFile = try self.optionalString(table, "key_file", "tls")
+            if (settings.certificateFile == nil) != (settings.keyFile == nil) {
+                throw self.error(settings.certificateFile == nil ? "tls.cert_file" : "tls.key_file", "cert_file and key_file go together; set both or neither")
+            }
+            let configured = settings.certificateFile != nil
+            if let text = try self.optionalString(table, "client_tls", "tls") {
+                guard let mode = ClientTLSMode(rawValue: text) else {
+                    throw self.error("tls.client_tls", "unknown mode \"\(text)\"; expected disable, allow or require")
+                }
+                settings.mode = mode
+            } else {
+                settings.mode = configured ? .allow : .disable
+            }
+            if settings.mode != .disable && !configured {
+                throw self.error("tls.client_tls", "\(settings.mode.rawValue) needs a certificate: set tls.cert_file and tls.key_file")
+            }
+            if configured {
+                do {
+                    _ = try ClientTLS.makeContext(settings)
+                } catch {
+                    throw self.error("tls", error.description)
+                }
+            }
+            return settings
         }
 
         static func isSettingName(_ name: String) -> Bool {

@@ -31,12 +31,8 @@ final class ControlConnectionHandler: ChannelInboundHandler, ControlPeer, @unche
         self.channel = context.channel
         let channel = context.channel
         // SO_PEERCRED tells who is on the other end of a Unix socket; only allowed uids may steer the agent.
-        guard let provider = channel as? any SocketOptionProvider else {
-            self.refuse(channel, reason: "cannot read the peer's credentials")
-            return
-        }
-        provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
-            .whenComplete { [self] (result: Result<PeerCredentials, any Error>) in
+        peerCredentials(of: channel)
+            .whenComplete { [self] result in
                 switch result {
                 case .success(let credentials) where self.allowedUIDs.contains(Int(credentials.uid)):
                     self.authorised = true
@@ -141,11 +137,4 @@ final class ControlConnectionHandler: ChannelInboundHandler, ControlPeer, @unche
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
-}
-
-/// Linux's `struct ucred` (pid, uid, gid), which the C module does not export without _GNU_SOURCE.
-struct PeerCredentials: Sendable {
-    var pid: Int32 = 0
-    var uid: UInt32 = 0
-    var gid: UInt32 = 0
 }

@@ -82,6 +82,22 @@ enum ReportedParameters {
 enum LibPQConnector {
     /// Connects and logs in (blocking). Returns the link, or libpq's error message with any password removed.
     static func connect(parameters: [(String, String)]) -> Result<UpstreamLink, ConnectFailure> {
+        let connection: OpaquePointer
+        switch self.open(parameters: parameters) {
+        case .success(let opened): connection = opened
+        case .failure(let failure): return .failure(failure)
+        }
+        let duplicate = fcntl(PQsocket(connection), F_DUPFD_CLOEXEC, 0)
+        guard duplicate >= 0 else {
+            let reason = String(cString: strerror(errno))
+            PQfinish(connection)
+            return .failure(ConnectFailure(message: "cannot duplicate the server socket: \(reason)"))
+        }
+        return .success(UpstreamLink(connection: connection, socket: duplicate))
+    }
+
+    /// Connects and logs in (blocking); the caller owns the returned `PGconn`.
+    static func open(parameters: [(String, String)]) -> Result<OpaquePointer, ConnectFailure> {
         let keywords = parameters.map { strdup($0.0) } + [nil]
         let values = parameters.map { strdup($0.1) } + [nil]
         defer {
@@ -103,13 +119,7 @@ enum LibPQConnector {
             PQfinish(connection)
             return .failure(ConnectFailure(message: message))
         }
-        let duplicate = fcntl(PQsocket(connection), F_DUPFD_CLOEXEC, 0)
-        guard duplicate >= 0 else {
-            let reason = String(cString: strerror(errno))
-            PQfinish(connection)
-            return .failure(ConnectFailure(message: "cannot duplicate the server socket: \(reason)"))
-        }
-        return .success(UpstreamLink(connection: connection, socket: duplicate))
+        return .success(connection)
     }
 
     private static func errorMessage(_ connection: OpaquePointer, parameters: [(String, String)]) -> String {

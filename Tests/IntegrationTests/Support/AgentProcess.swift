@@ -10,8 +10,12 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
     let controlSocket: String
     let logFile: URL
 
+    /// Trust for every client: the tests of pooling are not about authentication.
+    static let trustEveryone = "[auth]\ntcp = \"trust\"\nunix = \"trust\""
+
     /// `pools` is the TOML of the [pools.*] tables (and [defaults] if wanted); the [agent] table is generated.
-    init(pools: String, agentExtra: String = "") throws {
+    /// `sections` holds the [auth] and [tls] tables.
+    init(pools: String, agentExtra: String = "", sections: String = AgentProcess.trustEveryone) throws {
         self.directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("poolagent-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.port = try Self.freePort()
@@ -23,6 +27,8 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
             control_socket = "\(self.controlSocket)"
             shutdown_timeout = "5s"
             \(agentExtra)
+
+            \(sections)
 
             \(pools)
             """
