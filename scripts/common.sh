@@ -2,7 +2,7 @@
 # Sourced, not run.
 
 POOLAGENT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-POOLAGENT_PACKAGES=(libpq-dev libjansson-dev pkg-config postgresql postgresql-contrib pgbouncer)
+POOLAGENT_PACKAGES=(libpq-dev libjansson-dev pkg-config postgresql postgresql-contrib pgbouncer openssl)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

@@ -77,7 +77,10 @@ func run(
                 if options.json {
                     print((["socket": .string(answer.socket), "error": ["code": JSONValue(error.code), "message": .string(error.message), "data": error.data ?? .null]] as JSONValue).serialized)
                 } else {
-                    printError("\(answer.socket): \(error)")
+                    // The data's `errors` or `reason` says what was wrong; show it, not only the code.
+                    var details = error.data?["errors"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                    if let reason = error.data?["reason"]?.stringValue { details.append(reason) }
+                    printError("\(answer.socket): \(error)" + details.map { "\n  \($0)" }.joined())
                 }
             }
         case .failure(let error):

@@ -31,6 +31,9 @@ final class PGConnection: @unchecked Sendable {  // Used by one thread at a time
         }
     }
 
+    /// Whether libpq negotiated TLS with the agent.
+    var usesTLS: Bool { PQsslInUse(self.connection) == 1 }
+
     /// The pid from BackendKeyData: the agent's own key, not the server's pid.
     var keyPID: Int32 { PQbackendPID(self.connection) }
 

@@ -32,6 +32,11 @@ final class RawConnection {
         _ = bytes.withUnsafeBytes { Foundation.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// Closes the sending half: the agent sees end of input.
+    func shutdownWrite() {
+        shutdown(self.fd, Int32(SHUT_WR))
+    }
+
     /// Reads until the peer closes or `limit` bytes or the receive timeout; returns what arrived.
     func readUntilClosed(limit: Int = 1 << 20) -> (bytes: [UInt8], closed: Bool) {
         var received: [UInt8] = []
