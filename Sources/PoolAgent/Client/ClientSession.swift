@@ -44,6 +44,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private var startup: StartupMessage?
     /// Bytes the client sent while it waits for a server; sent once it has one.
     private var pendingInput: ByteBuffer?
+    /// autoRead is off: the client is not read from until its server can take more.
+    private var readingPaused = false
     private(set) var pool: Pool?
     private(set) var server: ServerConnection?
     private(set) var cancelKey: CancelRequest?
@@ -713,12 +715,18 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     }
 
     private func setReading(_ on: Bool) {
-        guard let channel = self.channel, channel.isActive else { return }
-        _ = channel.setOption(ChannelOptions.autoRead, value: on)
+        // Called for every transaction: only a change costs a channel option.
+        guard on == self.readingPaused, let channel = self.channel, channel.isActive else { return }
+        self.readingPaused = !on
+        try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: on)
     }
 
     private func holdPendingInput(_ input: ByteBuffer) {
-        var pending = self.pendingInput ?? self.channel.allocator.buffer(capacity: input.readableBytes)
+        guard var pending = self.pendingInput else {
+            // The common case, one request while holding no server: keep the read buffer as it is.
+            self.pendingInput = input
+            return
+        }
         pending.writeImmutableBuffer(input)
         self.pendingInput = pending
         // Past this the client is not read from until it has a server: TCP holds the rest.

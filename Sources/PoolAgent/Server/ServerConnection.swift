@@ -69,6 +69,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     /// When the current transaction's first request started.
     private var transactionStartedAt: ContinuousClock.Instant?
     private let logger: Logger
+    /// autoRead is off: the server is not read from until its client can take more.
+    private var readingPaused = false
 
     init(id: Int, pool: Pool, link: UpstreamLink, logger: Logger) {
         self.id = id
@@ -251,8 +253,9 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
 
     /// Pauses or resumes reading from the server, so a slow client holds back the server, not memory.
     func setReading(_ on: Bool) {
-        guard let channel = self.channel else { return }
-        _ = channel.setOption(ChannelOptions.autoRead, value: on)
+        guard on == self.readingPaused, let channel = self.channel else { return }
+        self.readingPaused = !on
+        try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: on)
     }
 
     func received(_ input: ByteBuffer) {
