@@ -5,6 +5,8 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     // Specialise generic code (the pool state machine, NIO) across modules in release builds.
     .unsafeFlags(["-cross-module-optimization"], .when(configuration: .release)),
+    // Exclusivity is checked statically and in debug builds (the tests); release builds skip the dynamic checks.
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
 ]
 
 let package = Package(

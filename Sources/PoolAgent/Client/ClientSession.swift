@@ -32,6 +32,9 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     let id: Int
     private unowned let runtime: AgentRuntime
     private var channel: (any Channel)!
+    /// This handler's place in the pipeline: forwarded bytes are written here, past any TLS handler,
+    /// without walking the pipeline from its tail. Set while the handler is in the pipeline.
+    private var context: ChannelHandlerContext?
     private(set) var state: State = .startup
     private var startupBuffer: ByteBuffer?
     private var sslRequested = false
@@ -86,6 +89,14 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     var user: String? { self.startup?.user }
 
     // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         self.channel = context.channel
@@ -687,13 +698,13 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     /// Server bytes for the client; `flushFromServer` sends them.
     func writeFromServer(_ buffer: ByteBuffer) {
-        guard self.state == .active else { return }
-        self.channel.write(buffer, promise: nil)
+        guard self.state == .active, let context = self.context else { return }
+        context.write(self.wrapOutboundOut(buffer), promise: nil)
     }
 
     func flushFromServer() {
-        guard self.state == .active else { return }
-        self.channel.flush()
+        guard self.state == .active, let context = self.context else { return }
+        context.flush()
         if !self.channel.isWritable { self.server?.setReading(false) }
     }
 

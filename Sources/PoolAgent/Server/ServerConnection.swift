@@ -28,6 +28,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     unowned let pool: Pool
     let link: UpstreamLink
     private(set) var channel: (any Channel)!
+    /// The handler's context in the server channel's pipeline, for writes that skip the pipeline walk.
+    fileprivate(set) var context: ChannelHandlerContext?
     let createdAt: ContinuousClock.Instant
     var lastUsedAt: ContinuousClock.Instant
     private(set) var state: State = .opening
@@ -242,11 +244,11 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
 
     /// Queues bytes for the server; `flush` sends them.
     func write(_ buffer: ByteBuffer) {
-        self.channel.write(buffer, promise: nil)
+        self.context?.write(NIOAny(buffer), promise: nil)
     }
 
     func flush() {
-        self.channel.flush()
+        self.context?.flush()
     }
 
     var isWritable: Bool { self.channel.isWritable }
@@ -450,6 +452,14 @@ final class ServerChannelHandler: ChannelInboundHandler, @unchecked Sendable {  
 
     init(server: ServerConnection) {
         self.server = server
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.server.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.server.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
