@@ -71,7 +71,11 @@ let package = Package(
         .testTarget(name: "PGWireTests", dependencies: ["PGWire"], swiftSettings: strict),
         .testTarget(name: "PoolCoreTests", dependencies: ["PoolCore"], swiftSettings: strict),
         .testTarget(name: "ControlRPCTests", dependencies: ["ControlRPC"], swiftSettings: strict),
-        .testTarget(name: "PoolAgentTests", dependencies: ["PoolAgent"], swiftSettings: strict),
+        .testTarget(
+            name: "PoolAgentTests",
+            dependencies: ["PoolAgent", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["CLibPQ", "ControlRPC"],

@@ -286,6 +286,9 @@ extension Integration {
             let secure = try PGConnection(agent.conninfo(user: "alice", extra: "password=alice-secret sslmode=require"))
             #expect(secure.usesTLS)
             #expect(try secure.value("SELECT 1") == "1")
+            // SCRAM-SHA-256-PLUS: libpq binds the exchange to the certificate it was shown.
+            let bound = try PGConnection(agent.conninfo(user: "bob", extra: "password=bob-secret sslmode=require channel_binding=require"))
+            #expect(try bound.value("SELECT 1") == "1")
             #expect(Self.loginFails(agent.conninfo(user: "alice", extra: "password=wrong sslmode=require"), containing: "password authentication failed"))
             #expect(Self.loginFails(agent.conninfo(user: "alice", extra: "password=alice-secret sslmode=disable"), containing: "TLS is required"))
             let plain = try RawConnection(port: agent.port)

@@ -1,5 +1,6 @@
 // Client authentication pieces: base64, SCRAM-SHA-256 against RFC 7677, malformed SASL input, md5, the auth file, rules.
 
+import Crypto
 import Testing
 @testable import PoolAgent
 
@@ -33,6 +34,54 @@ import Testing
         #expect(String(decoding: serverFirst, as: UTF8.self) == "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
         let serverFinal = try scram.receiveClientFinal(Array(Self.clientFinal.utf8))
         #expect(String(decoding: serverFinal, as: UTF8.self) == "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    }
+
+    /// The client's side of the final message, for exchanges the RFC has no vector for.
+    static func clientFinal(password: String, clientFirstBare: String, serverFirst: String, binding: [UInt8]) -> String {
+        let fields = Dictionary(uniqueKeysWithValues: serverFirst.split(separator: ",").map { ($0.first!, String($0.dropFirst(2))) })
+        let salted = ScramSecret.saltedPassword(Array(password.utf8), salt: Base64.decode(fields["s"]!)!, iterations: Int(fields["i"]!)!)
+        let clientKey = ScramSecret.hmac(salted, Array("Client Key".utf8))
+        let storedKey = Array(SHA256.hash(data: clientKey))
+        let withoutProof = "c=\(Base64.encode(binding)),r=\(fields["r"]!)"
+        let signature = ScramSecret.hmac(storedKey, Array("\(clientFirstBare),\(serverFirst),\(withoutProof)".utf8))
+        return "\(withoutProof),p=\(Base64.encode(zip(clientKey, signature).map { $0 ^ $1 }))"
+    }
+
+    @Test func channelBindingWithTheServerEndPoint() throws {
+        let endPoint = Array(SHA256.hash(data: Array("certificate".utf8)))
+        let secret = ScramSecret(password: "pencil", salt: Self.salt)
+        var scram = ScramExchange(secret: secret, serverNonce: Self.serverNonce, channelBinding: endPoint)
+        #expect(scram.mechanisms == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
+        let header = "p=tls-server-end-point,,"
+        let serverFirst = String(decoding: try scram.receiveClientFirst(Array("\(header)n=,r=abc".utf8), mechanism: "SCRAM-SHA-256-PLUS"), as: UTF8.self)
+        let final = Self.clientFinal(password: "pencil", clientFirstBare: "n=,r=abc", serverFirst: serverFirst, binding: Array(header.utf8) + endPoint)
+        #expect(try scram.receiveClientFinal(Array(final.utf8)).starts(with: Array("v=".utf8)))
+
+        // Another certificate's hash (a man in the middle) fails the binding check.
+        var relayed = ScramExchange(secret: secret, serverNonce: Self.serverNonce, channelBinding: endPoint)
+        let relayedFirst = String(decoding: try relayed.receiveClientFirst(Array("\(header)n=,r=abc".utf8), mechanism: "SCRAM-SHA-256-PLUS"), as: UTF8.self)
+        let forged = Self.clientFinal(password: "pencil", clientFirstBare: "n=,r=abc", serverFirst: relayedFirst,
+                                      binding: Array(header.utf8) + Array(SHA256.hash(data: Array("other".utf8))))
+        #expect(throws: AuthFailure.malformed("SCRAM channel binding check failed")) { _ = try relayed.receiveClientFinal(Array(forged.utf8)) }
+    }
+
+    @Test(arguments: [
+        ("y,,n=,r=abc", "SCRAM-SHA-256", true),  // downgrade: the agent did offer -PLUS
+        ("n,,n=,r=abc", "SCRAM-SHA-256-PLUS", true),
+        ("p=tls-server-end-point,,n=,r=abc", "SCRAM-SHA-256", true),
+        ("p=tls-unique,,n=,r=abc", "SCRAM-SHA-256-PLUS", true),
+        ("p=tls-server-end-point,,n=,r=abc", "SCRAM-SHA-256-PLUS", false),  // -PLUS was not offered
+        ("n,,n=,r=abc", "SCRAM-SHA-1", false),
+    ])
+    func channelBindingNegotiationErrors(message: String, mechanism: String, offered: Bool) {
+        var scram = ScramExchange(secret: ScramSecret(password: "pencil", salt: Self.salt), serverNonce: Self.serverNonce,
+                                  channelBinding: offered ? [1, 2, 3] : nil)
+        #expect {
+            _ = try scram.receiveClientFirst(Array(message.utf8), mechanism: mechanism)
+        } throws: { error in
+            guard let failure = error as? AuthFailure, case .malformed = failure else { return false }
+            return true
+        }
     }
 
     @Test func derivedVerifierRoundTripsThroughItsText() throws {

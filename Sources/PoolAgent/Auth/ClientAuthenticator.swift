@@ -9,7 +9,7 @@ import NIOSSL
 final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent's event loop.
     private(set) var settings: AuthSettings
     private(set) var tlsMode: ClientTLSMode
-    private(set) var tlsContext: NIOSSLContext?
+    private(set) var tlsContext: ClientTLSContext?
     private var userList: UserList
     /// SCRAM verifiers derived from plaintext secrets, by user, so each is derived once per secret.
     private var derived: [String: (plaintext: String, secret: ScramSecret)] = [:]
@@ -47,7 +47,7 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
         self.authQueries = authQueries
     }
 
-    private static func load(_ configuration: AgentConfiguration) throws(LoadError) -> (UserList, NIOSSLContext?, [String: AuthQuery]) {
+    private static func load(_ configuration: AgentConfiguration) throws(LoadError) -> (UserList, ClientTLSContext?, [String: AuthQuery]) {
         var userList = UserList()
         if let file = configuration.auth.file {
             do {
@@ -58,7 +58,7 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
                 throw LoadError(key: "auth.file", reason: "cannot read \(file): \(error)")
             }
         }
-        let context: NIOSSLContext?
+        let context: ClientTLSContext?
         do {
             context = try ClientTLS.makeContext(configuration.tls)
         } catch {

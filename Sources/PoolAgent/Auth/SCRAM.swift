@@ -1,4 +1,5 @@
-// Server-side SCRAM-SHA-256 (RFC 5802 and 7677) as PostgreSQL speaks it, without channel binding.
+// Server-side SCRAM-SHA-256 (RFC 5802 and 7677) as PostgreSQL speaks it, with tls-server-end-point
+// channel binding (SCRAM-SHA-256-PLUS, RFC 5929) on TLS connections.
 
 import Crypto
 
@@ -85,6 +86,14 @@ struct ScramExchange {
     enum Stage { case awaitingClientFirst, awaitingClientFinal, done }
 
     static let mechanism = "SCRAM-SHA-256"
+    static let mechanismPlus = "SCRAM-SHA-256-PLUS"
+
+    /// The certificate hash of this TLS connection: when set, SCRAM-SHA-256-PLUS is offered and a client
+    /// that could bind but says the agent cannot ("y") is refused as a downgrade.
+    private let channelBinding: [UInt8]?
+
+    /// The mechanisms to offer, preferred first.
+    var mechanisms: [String] { self.channelBinding == nil ? [Self.mechanism] : [Self.mechanismPlus, Self.mechanism] }
 
     private let secret: ScramSecret
     /// Set when the user is unknown or has no usable verifier: the exchange runs to the end, then fails,
@@ -98,35 +107,49 @@ struct ScramExchange {
     private var nonce = ""
 
     /// `serverNonce`: printable characters other than `,`; the agent uses base64 of 18 random bytes.
-    init(secret: ScramSecret, serverNonce: String) {
+    init(secret: ScramSecret, serverNonce: String, channelBinding: [UInt8]? = nil) {
         self.secret = secret
         self.doomed = nil
         self.serverNonce = serverNonce
+        self.channelBinding = channelBinding
     }
 
     /// An exchange bound to fail after the proof: a stand-in verifier with a salt stable for `user`.
-    init(doomedFor user: String, reason: String, mockKey: [UInt8], serverNonce: String) {
+    init(doomedFor user: String, reason: String, mockKey: [UInt8], serverNonce: String, channelBinding: [UInt8]? = nil) {
+        self.channelBinding = channelBinding
         let salt = Array(ScramSecret.hmac(mockKey, Array(user.utf8)).prefix(16))
         self.secret = ScramSecret(iterations: ScramSecret.defaultIterations, salt: salt, storedKey: mockKey, serverKey: mockKey)
         self.doomed = reason
         self.serverNonce = serverNonce
     }
 
-    /// Reads client-first-message and returns server-first-message.
-    mutating func receiveClientFirst(_ message: [UInt8]) throws(AuthFailure) -> [UInt8] {
+    /// Reads client-first-message, sent with `mechanism`, and returns server-first-message.
+    mutating func receiveClientFirst(_ message: [UInt8], mechanism: String = ScramExchange.mechanism) throws(AuthFailure) -> [UInt8] {
         guard self.stage == .awaitingClientFirst else { throw .malformed("unexpected SCRAM message") }
         self.stage = .done
         guard let text = Self.printable(message) else {
             throw .malformed("malformed SCRAM message: it contains non-printable or non-UTF-8 bytes")
         }
+        let plus = mechanism == Self.mechanismPlus
+        guard plus ? self.channelBinding != nil : mechanism == Self.mechanism else {
+            throw .malformed("client selected an invalid SASL authentication mechanism")
+        }
         var reader = AttributeReader(text)
         // gs2-header: channel-binding flag, then an optional authorization identity.
         switch reader.next() {
-        case "n", "y":
-            // "y": the client could bind but thinks the agent cannot — true, the agent offers no -PLUS.
+        case "n" where !plus:
             break
-        case "p":
-            throw .malformed("malformed SCRAM message: the client asks for channel binding, which was not offered")
+        case "y" where !plus:
+            // The client could bind but thinks the agent cannot: true only when -PLUS was not offered.
+            guard self.channelBinding == nil else {
+                throw .malformed("SCRAM channel binding negotiation error: the client supports channel binding and thinks the server does not, but it does")
+            }
+        case "p" where plus:
+            guard reader.next() == "=", reader.valueUntilComma() == "tls-server-end-point" else {
+                throw .malformed("malformed SCRAM message: unsupported channel-binding type; expected tls-server-end-point")
+            }
+        case "p", "n", "y":
+            throw .malformed("malformed SCRAM message: the channel-binding flag does not match the selected mechanism")
         default:
             throw .malformed("malformed SCRAM message: unexpected channel-binding flag")
         }
@@ -161,7 +184,8 @@ struct ScramExchange {
         guard let binding = Base64.decode(try reader.attribute("c")) else {
             throw .malformed("malformed SCRAM message: channel-binding data is not valid base64")
         }
-        guard binding == self.gs2Header else {
+        let expected = self.gs2Header.first == UInt8(ascii: "p") ? self.gs2Header + (self.channelBinding ?? []) : self.gs2Header
+        guard constantTimeEquals(binding, expected) else {
             throw .malformed("SCRAM channel binding check failed")
         }
         guard reader.next() == "," else { throw .malformed("malformed SCRAM message: comma expected after the channel binding") }
@@ -228,6 +252,11 @@ private struct AttributeReader {
         guard self.next() == name, self.next() == "=" else {
             throw .malformed("malformed SCRAM message: attribute \"\(name)\" expected")
         }
+        return self.valueUntilComma()
+    }
+
+    /// Reads up to the next comma (not consumed).
+    mutating func valueUntilComma() -> Substring {
         let start = self.index
         while let character = self.peek(), character != "," { _ = self.next() }
         return self.text[start..<self.index]

@@ -41,6 +41,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private var gssRequested = false
     /// TLS was negotiated: everything after the SSLRequest is encrypted.
     private(set) var tlsActive = false
+    /// The certificate hash this connection's TLS uses, for SCRAM-SHA-256-PLUS.
+    private var serverEndPoint: [UInt8]?
     private var exchange: PasswordExchange?
     /// Bytes of the password exchange not yet read.
     private var authInput: ByteBuffer?
@@ -193,12 +195,13 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
                 self.channel.writeAndFlush(answer, promise: nil)
                 if let tlsContext {
                     do {
-                        try self.channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext), position: .first)
+                        try self.channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext.context), position: .first)
                     } catch {
                         self.close(reason: "cannot start TLS: \(error)")
                         return
                     }
                     self.tlsActive = true
+                    self.serverEndPoint = tlsContext.serverEndPoint
                 }
             case .cancelRequest(let key):
                 self.runtime.cancel(key, from: self.peer)
@@ -367,14 +370,15 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         if useSCRAM {
             let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: .min ... .max, using: &random) })
             let exchange: ScramExchange
+            let binding = self.serverEndPoint
             if let secret, let scram = auth.scramSecret(user: user, secret) {
-                exchange = ScramExchange(secret: scram, serverNonce: nonce)
+                exchange = ScramExchange(secret: scram, serverNonce: nonce, channelBinding: binding)
             } else {
                 if secret != nil { refusal = "user has only an md5 password, which cannot answer SCRAM-SHA-256" }
-                exchange = ScramExchange(doomedFor: user, reason: refusal, mockKey: auth.mockKey, serverNonce: nonce)
+                exchange = ScramExchange(doomedFor: user, reason: refusal, mockKey: auth.mockKey, serverNonce: nonce, channelBinding: binding)
             }
             self.exchange = .scramInitial(exchange)
-            buffer.writeAuthenticationSASL(mechanisms: [ScramExchange.mechanism])
+            buffer.writeAuthenticationSASL(mechanisms: exchange.mechanisms)
         } else {
             let salt = (0..<4).map { _ in UInt8.random(in: .min ... .max, using: &random) }
             switch secret {
@@ -467,11 +471,11 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
                 } catch {
                     throw .malformed("malformed SASL message: \(error.description)")
                 }
-                guard initial.mechanism == ScramExchange.mechanism else {
+                guard scram.mechanisms.contains(initial.mechanism) else {
                     throw .malformed("client selected an invalid SASL authentication mechanism")
                 }
                 guard let data = initial.data else { throw .malformed("malformed SCRAM message: the initial response is missing") }
-                let serverFirst = try scram.receiveClientFirst(data)
+                let serverFirst = try scram.receiveClientFirst(data, mechanism: initial.mechanism)
                 self.exchange = .scramFinal(scram)
                 var buffer = self.channel.allocator.buffer(capacity: serverFirst.count + 9)
                 buffer.writeAuthenticationSASL(code: AuthenticationCode.saslContinue, data: serverFirst)
