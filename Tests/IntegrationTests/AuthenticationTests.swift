@@ -241,6 +241,7 @@ extension Integration {
             try admin.query("CREATE TABLE pa_evil.pg_authid (rolname name, rolpassword text, rolvaliduntil timestamptz, rolcanlogin bool)")
             try admin.query("INSERT INTO pa_evil.pg_authid VALUES ('pa_aq_ok', 'forged', NULL, true)")
             let agent = try AgentProcess(pools: try Self.pool("pa_auth_query", extra: """
+                mode = "transaction"
                 auth_query = "SELECT rolpassword, rolvaliduntil FROM pg_authid WHERE rolname = $1 AND rolcanlogin"
                 auth_upstream = "\(TestEnvironment.directConninfo)"
                 """), sections: "[auth]\ntcp = \"scram-sha-256\"")
@@ -252,6 +253,11 @@ extension Integration {
             #expect(Self.loginFails(agent.conninfo(user: "pa_aq_ok", extra: "password=forged options='-c search_path=pa_evil,pg_catalog'"),
                                     containing: "password authentication failed"), "the client's search_path cannot reach auth_query")
             #expect(agent.log.contains("VALID UNTIL"), "the log says why pa_aq_expired was refused")
+            // Many logins at once: lookups queue one behind another and all get their answer.
+            let storm = concurrently(30) { _ in
+                try PGConnection(agent.conninfo(user: "pa_aq_ok", extra: "password=ok-secret")).value("SELECT 1")
+            }
+            #expect(storm.allSatisfy { (try? $0.get()) == "1" }, "\(storm)")
             try admin.query("DROP SCHEMA pa_evil CASCADE")
         }
 

@@ -21,11 +21,16 @@ enum AuthQueryOutcome: Sendable, Equatable {
 /// Runs the query on one connection of its own, opened on first use with the pool's upstream (or
 /// `auth_upstream`) and no client's settings: `search_path` is `pg_catalog, pg_temp`, so an unqualified
 /// name in the query cannot be captured by objects a client created.
-final class AuthQuery: @unchecked Sendable {  // `connection` is touched only with `lock` held, on worker threads.
+///
+/// Lookups run one at a time: the others wait in a queue on the event loop, not on worker threads, so a
+/// login storm cannot take every worker thread from the pools' connects.
+final class AuthQuery: @unchecked Sendable {  // `connection`: only with `lock` held, on worker threads; `queue`: on the event loop.
     let query: String
     private let parameters: [(String, String)]
     private let lock = NIOLock()
     private var connection: OpaquePointer?
+    private var queue: [(user: String, promise: EventLoopPromise<AuthQueryOutcome>)] = []
+    private var running = false
 
     init(query: String, conninfo: String, poolName: String, connectTimeout: Duration) throws(UpstreamConninfoError) {
         self.query = query
@@ -43,8 +48,24 @@ final class AuthQuery: @unchecked Sendable {  // `connection` is touched only wi
         if let connection { PQfinish(connection) }
     }
 
+    /// Call on `eventLoop`; the outcome arrives there too.
     func lookup(user: String, threadPool: NIOThreadPool, eventLoop: any EventLoop) -> EventLoopFuture<AuthQueryOutcome> {
+        let promise = eventLoop.makePromise(of: AuthQueryOutcome.self)
+        self.queue.append((user, promise))
+        self.runNext(threadPool: threadPool, eventLoop: eventLoop)
+        return promise.futureResult
+    }
+
+    private func runNext(threadPool: NIOThreadPool, eventLoop: any EventLoop) {
+        guard !self.running, !self.queue.isEmpty else { return }
+        let (user, promise) = self.queue.removeFirst()
+        self.running = true
         threadPool.runIfActive(eventLoop: eventLoop) { self.lock.withLock { self.run(user: user) } }
+            .whenComplete { result in
+                self.running = false
+                promise.completeWith(result)
+                self.runNext(threadPool: threadPool, eventLoop: eventLoop)
+            }
     }
 
     /// Blocking. A broken connection is reopened once, so a restarted upstream costs one retry, not an error.
