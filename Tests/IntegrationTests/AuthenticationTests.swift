@@ -71,7 +71,7 @@ extension Integration {
                 [auth]
                 file = "\(users)"
                 [[auth.rules]]
-                user = "carol"
+                user = ["carol", "nobody"]
                 method = "md5"
                 """)
             // SCRAM with a verifier taken from pg_authid, and with a plaintext secret.
@@ -89,6 +89,11 @@ extension Integration {
                                         containing: "password authentication failed for user \"\(user)\""), "\(user)")
             }
             #expect(Self.loginFails(agent.conninfo(user: "alice"), containing: "password"), "no password given")
+            // Under md5 an unknown user is asked for SCRAM like a user with a verifier: the request tells nothing.
+            let probe = try RawConnection(port: agent.port)
+            probe.send(RawConnection.startupPacket([("user", "nobody"), ("database", "postgres")]))
+            let request = try #require(probe.readMessage())
+            #expect(request.type == UInt8(ascii: "R") && request.body.prefix(4) == [0, 0, 0, 10])
             #expect(!agent.log.contains("alice-secret") && !agent.log.contains("bob-secret") && !agent.log.contains("Bob-secret"),
                     "passwords never reach the log")
             #expect(try alice.value("SELECT 1") == "1", "established sessions are untouched by failed logins")

@@ -89,6 +89,13 @@ import Testing
         #expect(ScramSecret(parsing: secret.text) == secret)
     }
 
+    @Test func aUTF8UserNameInTheMessageIsIgnoredAsPostgreSQLDoes() throws {
+        var scram = self.exchange()
+        let serverFirst = String(decoding: try scram.receiveClientFirst(Array("n,,n=jürgen,r=abc".utf8)), as: UTF8.self)
+        let final = Self.clientFinal(password: "pencil", clientFirstBare: "n=jürgen,r=abc", serverFirst: serverFirst, binding: Array("n,,".utf8))
+        #expect(try scram.receiveClientFinal(Array(final.utf8)).starts(with: Array("v=".utf8)))
+    }
+
     @Test func wrongProofIsRefusedNotMalformed() throws {
         var scram = self.exchange()
         _ = try scram.receiveClientFirst(Array(Self.clientFirst.utf8))
@@ -204,6 +211,11 @@ import Testing
         #expect(list.secrets["alice"] == .md5("md54a0a68b43b6cd5cf266fa02f196e2371"))
         #expect(list.secrets["bob"] == .plaintext("pw with \"quotes\""))
         #expect(list.withoutPassword == ["carol"])
+    }
+
+    @Test func userListWithWindowsLineEnds() throws {
+        let list = try UserList.parse("; comment\r\n\"alice\" \"a\"\r\n\"bob\" \"b\"\r\n")
+        #expect(list.secrets == ["alice": .plaintext("a"), "bob": .plaintext("b")])
     }
 
     @Test(arguments: [

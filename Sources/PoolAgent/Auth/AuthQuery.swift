@@ -29,8 +29,10 @@ final class AuthQuery: @unchecked Sendable {  // `connection`: only with `lock` 
     private let parameters: [(String, String)]
     private let lock = NIOLock()
     private var connection: OpaquePointer?
-    private var queue: [(user: String, promise: EventLoopPromise<AuthQueryOutcome>)] = []
+    private var queue: [(user: String, stillWanted: () -> Bool, promise: EventLoopPromise<AuthQueryOutcome>)] = []
     private var running = false
+    /// Lookups waiting beyond this are refused at once: a flood of logins cannot grow the queue without end.
+    static let maximumQueued = 1000
 
     init(query: String, conninfo: String, poolName: String, connectTimeout: Duration) throws(UpstreamConninfoError) {
         self.query = query
@@ -49,16 +51,27 @@ final class AuthQuery: @unchecked Sendable {  // `connection`: only with `lock` 
     }
 
     /// Call on `eventLoop`; the outcome arrives there too.
-    func lookup(user: String, threadPool: NIOThreadPool, eventLoop: any EventLoop) -> EventLoopFuture<AuthQueryOutcome> {
+    func lookup(
+        user: String, threadPool: NIOThreadPool, eventLoop: any EventLoop, stillWanted: @escaping () -> Bool
+    ) -> EventLoopFuture<AuthQueryOutcome> {
+        guard self.queue.count < Self.maximumQueued else {
+            return eventLoop.makeSucceededFuture(.failed("auth_query: \(Self.maximumQueued) lookups already waiting"))
+        }
         let promise = eventLoop.makePromise(of: AuthQueryOutcome.self)
-        self.queue.append((user, promise))
+        self.queue.append((user, stillWanted, promise))
         self.runNext(threadPool: threadPool, eventLoop: eventLoop)
         return promise.futureResult
     }
 
     private func runNext(threadPool: NIOThreadPool, eventLoop: any EventLoop) {
-        guard !self.running, !self.queue.isEmpty else { return }
-        let (user, promise) = self.queue.removeFirst()
+        guard !self.running else { return }
+        // Clients that went away (or timed out) while queued are not looked up.
+        while let first = self.queue.first, !first.stillWanted() {
+            self.queue.removeFirst()
+            first.promise.succeed(.refused("the client left before its lookup ran"))
+        }
+        guard !self.queue.isEmpty else { return }
+        let (user, _, promise) = self.queue.removeFirst()
         self.running = true
         threadPool.runIfActive(eventLoop: eventLoop) { self.lock.withLock { self.run(user: user) } }
             .whenComplete { result in

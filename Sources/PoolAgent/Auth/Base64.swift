@@ -27,7 +27,7 @@ enum Base64 {
         return String(decoding: output, as: UTF8.self)
     }
 
-    /// Nil unless `text` is canonical padded base64: a length divisible by 4, only the alphabet, `=` only at the end.
+    /// Nil unless `text` is padded base64: a length divisible by 4, only the alphabet, `=` only at the end.
     static func decode<Text: StringProtocol>(_ text: Text) -> [UInt8]? {
         let input = Array(text.utf8)
         guard input.count % 4 == 0 else { return nil }

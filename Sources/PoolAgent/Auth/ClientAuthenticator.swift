@@ -83,7 +83,8 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
     }
 
     /// The user's secret from the auth file, else from the pool's auth_query. `.refused` carries why there is none.
-    func secret(for user: String, pool: String) -> EventLoopFuture<AuthQueryOutcome> {
+    /// `stillWanted` is asked before a queued lookup runs: one whose client has gone is skipped.
+    func secret(for user: String, pool: String, stillWanted: @escaping () -> Bool) -> EventLoopFuture<AuthQueryOutcome> {
         if let secret = self.userList.secrets[user] { return self.eventLoop.makeSucceededFuture(.secret(secret)) }
         if self.userList.withoutPassword.contains(user) {
             return self.eventLoop.makeSucceededFuture(.refused("user has an empty password in the auth file"))
@@ -91,7 +92,7 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
         guard let query = self.authQueries[pool] else {
             return self.eventLoop.makeSucceededFuture(.refused("no such user in the auth file"))
         }
-        return query.lookup(user: user, threadPool: self.threadPool, eventLoop: self.eventLoop)
+        return query.lookup(user: user, threadPool: self.threadPool, eventLoop: self.eventLoop, stillWanted: stillWanted)
     }
 
     /// A SCRAM verifier for `secret`: as stored, or derived once from a plaintext password. Nil for md5 hashes,

@@ -220,10 +220,11 @@ struct ScramExchange {
         return Array("v=\(Base64.encode(ScramSecret.hmac(self.secret.serverKey, authMessage)))".utf8)
     }
 
-    /// The message as text if every byte is printable ASCII (SCRAM messages are ASCII on the wire).
+    /// The message as text if it is valid UTF-8 without control characters (a user name in `n=` may be UTF-8;
+    /// the nonce, base64 values and structure are checked for ASCII where they are read).
     private static func printable(_ bytes: [UInt8]) -> String? {
-        guard bytes.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) else { return nil }
-        return String(decoding: bytes, as: UTF8.self)
+        guard bytes.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) else { return nil }
+        return String(validating: bytes, as: UTF8.self)
     }
 }
 

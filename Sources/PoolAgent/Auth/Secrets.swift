@@ -75,9 +75,10 @@ struct UserList: Sendable {
 
     static func parse(_ text: String) throws(LineError) -> UserList {
         var list = UserList()
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // isNewline splits "\n", "\r\n" (one Character in Swift) and "\r" alike.
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let number = index + 1
-            let line = rawLine.drop { $0 == " " || $0 == "\t" }.dropLast(rawLine.hasSuffix("\r") ? 1 : 0)
+            let line = rawLine.drop { $0 == " " || $0 == "\t" }
             if line.isEmpty || line.hasPrefix(";") || line.hasPrefix("#") { continue }
             var rest = Substring(line)
             guard let user = Self.quoted(&rest) else {

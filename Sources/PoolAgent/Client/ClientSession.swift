@@ -25,8 +25,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         case lookingUp
         case scramInitial(ScramExchange)
         case scramFinal(ScramExchange)
-        /// md5: the expected response, or nil and why no response can match.
-        case md5(expected: [UInt8]?, refusal: String?)
+        /// md5: the response that proves the password.
+        case md5(expected: [UInt8])
     }
 
     let id: Int
@@ -112,7 +112,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         self.runtime.clientOpened(self)
         self.loginTimer = context.eventLoop.scheduleTask(in: self.runtime.configuration.loginTimeout.timeAmount) { [self] in
             guard self.state == .startup || self.state == .authenticating else { return }
-            self.fatal(.fatal("08006", "login timeout: no startup packet within \(self.runtime.configuration.loginTimeout.configText)"))
+            let stage = self.state == .startup ? "no startup packet" : "authentication not completed"
+            self.fatal(.fatal("08006", "login timeout: \(stage) within \(self.runtime.configuration.loginTimeout.configText)"))
         }
         context.fireChannelActive()
     }
@@ -297,6 +298,12 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     private func authenticate(user: String, database: String, pool: Pool) {
         let auth = self.runtime.authenticator
         let kind = self.connectionKind
+        if let startup = self.startup, startup.minorVersion > 0 || !startup.protocolOptions.isEmpty {
+            // As PostgreSQL does: right after the startup packet, before any authentication request.
+            var buffer = self.channel.allocator.buffer(capacity: 64)
+            buffer.writeNegotiateProtocolVersion(minorVersion: 0, unsupportedOptions: startup.protocolOptions)
+            self.channel.write(buffer, promise: nil)
+        }
         if kind != .local && auth.tlsMode == .require && !self.tlsActive {
             self.fatal(.fatal("28000", "TLS is required: this agent refuses unencrypted connections from \(self.peerHost)",
                               detail: "Connect with sslmode=require (client_tls = require)."))
@@ -321,16 +328,18 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
                 self.pendingInput = nil
                 self.authInput = pending
             }
-            auth.secret(for: user, pool: pool.name).whenComplete { [self] result in
+            auth.secret(for: user, pool: pool.name, stillWanted: { [weak self] in self?.state == .authenticating }).whenComplete { [self] result in
                 guard self.state == .authenticating else { return }
                 switch result {
                 case .success(.failed(let message)):
+                    // The detail (upstream errors, the query's result) is for the operator, not an unauthenticated client.
                     self.logger.warning("password lookup failed", metadata: ["user": "\(user)", LogKey.reason: "\(message)"])
-                    self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\": \(message)"))
+                    self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\"; the agent's log says why"))
                 case .success(let outcome):
                     self.startPasswordExchange(method: method, user: user, outcome: outcome, pool: pool)
                 case .failure(let error):
-                    self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\": \(error)"))
+                    self.logger.warning("password lookup failed", metadata: ["user": "\(user)", LogKey.reason: "\(error)"])
+                    self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\"; the agent's log says why"))
                 }
             }
         }
@@ -364,10 +373,19 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         case .secret(let found): secret = found
         case .refused(let reason), .failed(let reason): refusal = reason
         }
-        // As in PostgreSQL: md5 with a SCRAM verifier runs SCRAM; SCRAM with an md5 hash cannot succeed.
-        let useSCRAM: Bool
-        if case .scram? = secret { useSCRAM = true } else { useSCRAM = method == .scramSHA256 }
-        if useSCRAM {
+        // As in PostgreSQL: md5 with a SCRAM verifier runs SCRAM; SCRAM with an md5 hash cannot succeed. A user
+        // without a secret gets SCRAM too, so the first request does not tell who exists.
+        var md5Stored: String? = nil
+        switch secret {
+        case .md5(let stored)? where method == .md5: md5Stored = stored
+        case .plaintext(let password)? where method == .md5: md5Stored = MD5Password.stored(password: password, user: user)
+        default: break
+        }
+        if let md5Stored {
+            let salt = (0..<4).map { _ in UInt8.random(in: .min ... .max, using: &random) }
+            self.exchange = .md5(expected: MD5Password.expectedResponse(stored: md5Stored, salt: salt))
+            buffer.writeAuthenticationMD5Password(salt: salt)
+        } else {
             let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: .min ... .max, using: &random) })
             let exchange: ScramExchange
             let binding = self.serverEndPoint
@@ -379,18 +397,6 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             }
             self.exchange = .scramInitial(exchange)
             buffer.writeAuthenticationSASL(mechanisms: exchange.mechanisms)
-        } else {
-            let salt = (0..<4).map { _ in UInt8.random(in: .min ... .max, using: &random) }
-            switch secret {
-            case .md5(let stored)?:
-                self.exchange = .md5(expected: MD5Password.expectedResponse(stored: stored, salt: salt), refusal: nil)
-            case .plaintext(let password)?:
-                let stored = MD5Password.stored(password: password, user: user)
-                self.exchange = .md5(expected: MD5Password.expectedResponse(stored: stored, salt: salt), refusal: nil)
-            case .scram?, nil:
-                self.exchange = .md5(expected: nil, refusal: refusal)
-            }
-            buffer.writeAuthenticationMD5Password(salt: salt)
         }
         self.channel.writeAndFlush(buffer, promise: nil)
         if let input = self.authInput {
@@ -410,6 +416,10 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             buffer = held
         }
         self.authInput = nil
+        guard buffer.readableBytes <= Self.maximumAuthMessage * 2 else {
+            self.fatal(.fatal("08P01", "too much data sent during authentication"))
+            return
+        }
         while self.state == .authenticating {
             if case .lookingUp? = self.exchange {
                 if buffer.readableBytes > 0 { self.authInput = buffer }
@@ -487,13 +497,12 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
                 buffer.writeAuthenticationSASL(code: AuthenticationCode.saslFinal, data: serverFinal)
                 self.channel.write(buffer, promise: nil)
                 return pool
-            case .md5(let expected, let refusal):
+            case .md5(let expected):
                 let bytes = body.readBytes(length: body.readableBytes) ?? []
                 guard let terminator = bytes.firstIndex(of: 0), terminator == bytes.count - 1 else {
                     throw .malformed("invalid password message: not one NUL-terminated string")
                 }
                 let response = Array(bytes[..<terminator])
-                guard let expected else { throw .refused(refusal ?? "no password") }
                 guard constantTimeEquals(response, expected) else { throw .refused("wrong password (md5 response did not match)") }
                 return pool
             }
@@ -579,12 +588,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     }
 
     private func completeLogin(parameters: [String: String]) {
-        guard let startup = self.startup, let key = self.cancelKey else { return }
+        guard self.startup != nil, let key = self.cancelKey else { return }
         var buffer = self.channel.allocator.buffer(capacity: 512)
-        let options = startup.protocolOptions
-        if startup.minorVersion > 0 || !options.isEmpty {
-            buffer.writeNegotiateProtocolVersion(minorVersion: 0, unsupportedOptions: options)
-        }
         buffer.writeAuthenticationOk()
         for (name, value) in parameters.sorted(by: { $0.key < $1.key }) {
             buffer.writeParameterStatus(name: name, value: value)
