@@ -336,7 +336,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
                     self.logger.warning("password lookup failed", metadata: ["user": "\(user)", LogKey.reason: "\(message)"])
                     self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\"; the agent's log says why"))
                 case .success(let outcome):
-                    self.startPasswordExchange(method: method, user: user, outcome: outcome, pool: pool)
+                    self.startPasswordExchange(method: method, user: user, outcome: outcome)
                 case .failure(let error):
                     self.logger.warning("password lookup failed", metadata: ["user": "\(user)", LogKey.reason: "\(error)"])
                     self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\"; the agent's log says why"))
@@ -363,7 +363,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             }
     }
 
-    private func startPasswordExchange(method: AuthMethod, user: String, outcome: AuthQueryOutcome, pool: Pool) {
+    private func startPasswordExchange(method: AuthMethod, user: String, outcome: AuthQueryOutcome) {
         let auth = self.runtime.authenticator
         var buffer = self.channel.allocator.buffer(capacity: 64)
         var random = SystemRandomNumberGenerator()
