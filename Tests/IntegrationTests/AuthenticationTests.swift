@@ -195,6 +195,20 @@ extension Integration {
             #expect(try client.value("SELECT 1") == "1", "the agent still serves")
         }
 
+        @Test func aClientThatStallsInTheExchangeIsCutOffByTheLoginTimeout() throws {
+            let files = try Self.directory()
+            defer { try? FileManager.default.removeItem(at: files) }
+            let agent = try AgentProcess(pools: try Self.pool("pa_auth_stall"), agentExtra: "login_timeout = \"1s\"",
+                                         sections: "[auth]\nfile = \"\(try Self.writeUserList(in: files))\"")
+            let raw = try RawConnection(port: agent.port)
+            _ = try Self.startSCRAM(raw, user: "alice")
+            let answer = raw.readUntilClosed()
+            #expect(answer.closed)
+            let error = RawConnection.firstError(in: answer.bytes)
+            #expect(error?.sqlState == "08006")
+            #expect(error?.message?.contains("authentication not completed") == true, "\(String(describing: error))")
+        }
+
         @Test func peerOnTheUnixSocket() throws {
             let osUser = String(cString: getpwuid(geteuid())!.pointee.pw_name)
             let agent = try AgentProcess(pools: try Self.pool("pa_auth_peer"), sections: "[auth]\nunix = \"peer\"")
