@@ -338,6 +338,29 @@ extension Integration {
             #expect(try PGConnection(agent.conninfo(user: "alice", extra: pinned)).usesTLS)
         }
 
+        @Test func pythonDriversLogInWithTheirOwnSCRAM() throws {
+            guard let python = TestEnvironment.python else {
+                if TestEnvironment.isCI { Issue.record("POOLAGENT_TEST_PYTHON is not set; run scripts/test") }
+                return
+            }
+            let files = try Self.directory()
+            defer { try? FileManager.default.removeItem(at: files) }
+            let users = try Self.writeUserList(in: files)
+            let tls = try Self.makeCertificate(in: files, name: "server")
+            let agent = try AgentProcess(pools: try Self.pool("pa_auth_py", extra: "mode = \"transaction\""), sections: """
+                [auth]
+                file = "\(users)"
+                [[auth.rules]]
+                user = "carol"
+                method = "md5"
+                [tls]
+                cert_file = "\(tls.cert)"
+                key_file = "\(tls.key)"
+                """)
+            let run = try Shell.run(python, [TestEnvironment.driversScript, "authentication", String(agent.port)])
+            #expect(run.status == 0 && run.output.contains("authentication ok"), "\(run.output)")
+        }
+
         @Test func bytesPipelinedAfterSSLRequestAreRefused() throws {
             let files = try Self.directory()
             defer { try? FileManager.default.removeItem(at: files) }

@@ -1,4 +1,4 @@
-"""Real Python drivers through the agent in transaction mode: psycopg 3 and asyncpg.
+"""Real Python drivers through the agent: psycopg 3 and asyncpg in transaction mode, and their logins.
 
 Run by the Swift integration suite: python3 drivers.py SCENARIO PORT. Exit status 0 means every check held;
 a failed check prints what differed and exits 1.
@@ -92,4 +92,36 @@ def asyncpg_cache():
     print("asyncpg ok", flush=True)
 
 
-{"psycopg": psycopg_prepared, "asyncpg": asyncpg_cache}[sys.argv[1]]()
+def authentication():
+    """Logins against the auth file of the Authentication suite: asyncpg's own SCRAM and md5 code, and libpq's
+    through psycopg, in plaintext and over TLS; a wrong password is 28P01 as the driver reports it."""
+    import ssl
+
+    import asyncpg
+    import psycopg
+
+    no_verify = ssl.create_default_context()
+    no_verify.check_hostname = False
+    no_verify.verify_mode = ssl.CERT_NONE
+
+    async def main():
+        for user, password in (("alice", "alice-secret"), ("bob", "bob-secret"), ("carol", "carol-secret")):
+            for tls in (False, no_verify):
+                conn = await asyncpg.connect(host="127.0.0.1", port=PORT, user=user, password=password,
+                                             database="postgres", ssl=tls)
+                check(await conn.fetchval("SELECT 1") == 1, f"asyncpg {user} tls={bool(tls)}")
+                await conn.close()
+        try:
+            await asyncpg.connect(host="127.0.0.1", port=PORT, user="alice", password="wrong", database="postgres", ssl=False)
+            check(False, "asyncpg logged in with a wrong password")
+        except asyncpg.InvalidPasswordError as error:
+            check(error.sqlstate == "28P01", f"wrong password: {error.sqlstate}")
+
+    asyncio.run(main())
+    for mode in ("disable", "require"):
+        with psycopg.connect(f"host=127.0.0.1 port={PORT} dbname=postgres user=bob password=bob-secret sslmode={mode}") as conn:
+            check(conn.execute("SELECT 1").fetchone()[0] == 1, f"psycopg sslmode={mode}")
+    print("authentication ok", flush=True)
+
+
+{"psycopg": psycopg_prepared, "asyncpg": asyncpg_cache, "authentication": authentication}[sys.argv[1]]()
