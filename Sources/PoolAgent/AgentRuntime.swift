@@ -236,7 +236,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             }
         }
         do {
-            // The auth file and certificates are read again even when their paths did not change.
+            // ConfigLoader read the auth file and certificates again, even where their paths did not change.
             try self.authenticator.reload(next)
         } catch {
             throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",

@@ -107,6 +107,8 @@ public struct AuthSettings: Sendable, Equatable {
     /// The method for Unix-socket clients no rule matched.
     public var unix: AuthMethod = .peer
     public var rules: [AuthRule] = []
+    /// The auth file as read when the configuration was loaded (at start and on each reload).
+    var users = UserList()
 
     /// The method for this client and, when a rule chose it, the rule's number (1-based).
     func method(kind: ConnectionKind, address: [UInt8]?, database: String, user: String) -> (AuthMethod, rule: Int?) {
@@ -130,4 +132,6 @@ public struct TLSSettings: Sendable, Equatable {
     public var certificateFile: String?
     public var keyFile: String?
     public var mode: ClientTLSMode = .disable
+    /// The certificate and key as loaded with the configuration; nil without them.
+    var context: ClientTLSContext?
 }

@@ -3,14 +3,12 @@
 import Logging
 import NIOCore
 import NIOPosix
-import NIOSSL
 
 /// Lives on the agent's event loop with the runtime; rebuilt pieces are swapped in by `reload`.
 final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent's event loop.
+    /// Methods, rules and the auth file, as the configuration loader read them.
     private(set) var settings: AuthSettings
-    private(set) var tlsMode: ClientTLSMode
-    private(set) var tlsContext: ClientTLSContext?
-    private var userList: UserList
+    private(set) var tls: TLSSettings
     /// SCRAM verifiers derived from plaintext secrets, by user, so each is derived once per secret.
     private var derived: [String: (plaintext: String, secret: ScramSecret)] = [:]
     private var authQueries: [String: AuthQuery] = [:]
@@ -18,6 +16,9 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
     let mockKey: [UInt8]
     private let threadPool: NIOThreadPool
     private let eventLoop: any EventLoop
+
+    var tlsMode: ClientTLSMode { self.tls.mode }
+    var tlsContext: ClientTLSContext? { self.tls.context }
 
     struct LoadError: Error, CustomStringConvertible {
         var key: String
@@ -31,39 +32,21 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
         var random = SystemRandomNumberGenerator()
         self.mockKey = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &random) }
         self.settings = configuration.auth
-        self.tlsMode = configuration.tls.mode
-        (self.userList, self.tlsContext, self.authQueries) = try Self.load(configuration)
+        self.tls = configuration.tls
+        self.authQueries = try Self.authQueries(configuration)
     }
 
-    /// Re-reads the auth file and certificate files and rebuilds auth_query connections; on error nothing changes.
+    /// Takes the auth file and certificate of a freshly loaded configuration and rebuilds auth_query
+    /// connections; on error nothing changes.
     func reload(_ configuration: AgentConfiguration) throws(LoadError) {
-        let (userList, tlsContext, authQueries) = try Self.load(configuration)
+        let authQueries = try Self.authQueries(configuration)
         self.settings = configuration.auth
-        self.tlsMode = configuration.tls.mode
-        self.userList = userList
-        self.tlsContext = tlsContext
-        self.derived = [:]
+        self.tls = configuration.tls
         // A lookup in flight keeps its runner alive until it ends.
         self.authQueries = authQueries
     }
 
-    private static func load(_ configuration: AgentConfiguration) throws(LoadError) -> (UserList, ClientTLSContext?, [String: AuthQuery]) {
-        var userList = UserList()
-        if let file = configuration.auth.file {
-            do {
-                userList = try UserList.parse(try readFile(file))
-            } catch let error as UserList.LineError {
-                throw LoadError(key: "auth.file", reason: "\(file) \(error)")
-            } catch {
-                throw LoadError(key: "auth.file", reason: "cannot read \(file): \(error)")
-            }
-        }
-        let context: ClientTLSContext?
-        do {
-            context = try ClientTLS.makeContext(configuration.tls)
-        } catch {
-            throw LoadError(key: "tls", reason: error.description)
-        }
+    private static func authQueries(_ configuration: AgentConfiguration) throws(LoadError) -> [String: AuthQuery] {
         var queries: [String: AuthQuery] = [:]
         for (name, pool) in configuration.pools {
             guard let query = pool.authQuery else { continue }
@@ -75,7 +58,7 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
                 throw LoadError(key: "pools.\(name).auth_upstream", reason: error.description)
             }
         }
-        return (userList, context, queries)
+        return queries
     }
 
     func method(kind: ConnectionKind, address: [UInt8]?, database: String, user: String) -> (AuthMethod, rule: Int?) {
@@ -85,8 +68,8 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
     /// The user's secret from the auth file, else from the pool's auth_query. `.refused` carries why there is none.
     /// `stillWanted` is asked before a queued lookup runs: one whose client has gone is skipped.
     func secret(for user: String, pool: String, stillWanted: @escaping () -> Bool) -> EventLoopFuture<AuthQueryOutcome> {
-        if let secret = self.userList.secrets[user] { return self.eventLoop.makeSucceededFuture(.secret(secret)) }
-        if self.userList.withoutPassword.contains(user) {
+        if let secret = self.settings.users.secrets[user] { return self.eventLoop.makeSucceededFuture(.secret(secret)) }
+        if self.settings.users.withoutPassword.contains(user) {
             return self.eventLoop.makeSucceededFuture(.refused("user has an empty password in the auth file"))
         }
         guard let query = self.authQueries[pool] else {

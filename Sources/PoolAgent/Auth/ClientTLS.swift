@@ -4,10 +4,13 @@ import Crypto
 import NIOSSL
 
 /// A loaded certificate and key, with the certificate's `tls-server-end-point` hash for SCRAM channel binding.
-struct ClientTLSContext: @unchecked Sendable {  // NIOSSLContext is thread-safe once built.
+struct ClientTLSContext: @unchecked Sendable, Equatable {  // NIOSSLContext is thread-safe once built.
     let context: NIOSSLContext
     /// RFC 5929's tls-server-end-point data; nil when the signature algorithm is not one the agent can map.
     let serverEndPoint: [UInt8]?
+
+    /// Each load is a new context: equal only to itself.
+    static func == (lhs: ClientTLSContext, rhs: ClientTLSContext) -> Bool { lhs.context === rhs.context }
 }
 
 enum ClientTLS {

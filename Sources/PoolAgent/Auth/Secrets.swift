@@ -62,7 +62,7 @@ enum MD5Password {
 
 /// An auth file in PgBouncer's userlist.txt format: one `"user" "secret"` pair per line, `""` for a quote
 /// inside a field, blank lines and lines starting with `;` or `#` ignored. Later fields on a line are ignored.
-struct UserList: Sendable {
+struct UserList: Sendable, Equatable {
     var secrets: [String: StoredSecret] = [:]
     /// Users listed with an empty secret: known, but no password can match.
     var withoutPassword: Set<String> = []

@@ -316,7 +316,7 @@ public enum ConfigLoader {
             settings.file = try self.optionalString(table, "file", "auth")
             if let file = settings.file {
                 do {
-                    _ = try UserList.parse(try readFile(file))
+                    settings.users = try UserList.parse(try readFile(file))
                 } catch let error as UserList.LineError {
                     throw self.error("auth.file", "\(file) \(error)")
                 } catch {
@@ -416,7 +416,7 @@ public enum ConfigLoader {
             }
             if configured {
                 do {
-                    _ = try ClientTLS.makeContext(settings)
+                    settings.context = try ClientTLS.makeContext(settings)
                 } catch {
                     throw self.error("tls", error.description)
                 }
