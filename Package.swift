@@ -29,6 +29,7 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
         .target(name: "CJanssonShim", dependencies: ["CJansson"]),
+        .target(name: "CPoolIO"),
         .target(
             name: "PGWire",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
@@ -39,8 +40,10 @@ let package = Package(
         .target(
             name: "PoolAgent",
             dependencies: [
-                "CLibPQ", "PGWire", "PoolCore", "ControlRPC",
+                "CLibPQ", "CPoolIO", "PGWire", "PoolCore", "ControlRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -18,10 +18,14 @@ public enum PoolAgentVersion {
 public final class Agent: @unchecked Sendable {  // Mutable state is touched only on the event loop after start.
     private let configuration: AgentConfiguration
     private let logger: Logger
+    /// Client and server traffic, pools and timers.
+    private let loop: IOLoop
+    /// The control socket and the metrics endpoint, which hop to `loop` for the agent's state.
     private let group: MultiThreadedEventLoopGroup
     private let threadPool: NIOThreadPool
     private let runtime: AgentRuntime
-    private var listeners: [any Channel] = []
+    private var listeners: [Listener] = []
+    private var metricsChannel: (any Channel)?
     private var controlChannel: (any Channel)?
     private let stopped: EventLoopPromise<Void>
     private var stopping = false
@@ -33,11 +37,13 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         // Before any thread exists, so every thread inherits the mask and no signal is lost.
         SignalWaiter.blockHandledSignals()
         // One event loop carries all client and server traffic, like PgBouncer: pool state needs no locks.
+        let loop = try IOLoop()
+        self.loop = loop
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         // Blocking libpq connects and cancels run here, never on the event loop.
         self.threadPool = NIOThreadPool(numberOfThreads: 8)
         self.threadPool.start()
-        let loop = self.group.next()
+        loop.start()
         self.runtime = try AgentRuntime(configuration: configuration, eventLoop: loop, threadPool: self.threadPool, logger: logger)
         self.stopped = loop.makePromise()
     }
@@ -48,10 +54,11 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         do {
             try self.bind()
         } catch {
-            self.closeListeners()
+            try? self.loop.submit { self.closeListeners() }.wait()
             self.markStopped()
             try? self.threadPool.syncShutdownGracefully()
             try? self.group.syncShutdownGracefully()
+            try? self.loop.syncShutdownGracefully()
             throw error
         }
         self.installSignalHandlers()
@@ -64,10 +71,12 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         ])
         try? self.stopped.futureResult.wait()
         try? self.controlChannel?.close().wait()
+        try? self.metricsChannel?.close().wait()
         unlink(self.configuration.controlSocket)
         if let path = self.unixSocketPath { unlink(path) }
         try? self.threadPool.syncShutdownGracefully()
         try? self.group.syncShutdownGracefully()
+        try? self.loop.syncShutdownGracefully()
         self.logger.info("poolagent stopped")
     }
 
@@ -79,18 +88,18 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
 
     private func bind() throws {
         let runtime = self.runtime
-        let bootstrap = ServerBootstrap(group: self.group)
-            .serverChannelOption(ChannelOptions.backlog, value: 4096)
-            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(runtime.makeClientSession())
-                }
+        let loop = self.loop
+        let logger = self.logger
+        func listen(host: String? = nil, port: Int = 0, path: String? = nil) throws {
+            let listener = try Listener.open(host: host, port: port, path: path, backlog: 4096, loop: loop, logger: logger) { [unowned runtime] fd in
+                runtime.accepted(fd, unix: path != nil)
             }
+            try loop.submit { try listener.start() }.wait()
+            self.listeners.append(listener)
+        }
         for address in self.configuration.listen {
             do {
-                self.listeners.append(try bootstrap.bind(host: address.host, port: address.port).wait())
+                try listen(host: address.host, port: address.port)
             } catch {
                 throw AgentStartError("cannot listen on \(address): \(error)")
             }
@@ -98,7 +107,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         if let path = self.unixSocketPath {
             try UnixSocketPath.prepare(path, what: "Unix socket")
             do {
-                self.listeners.append(try bootstrap.bind(unixDomainSocketPath: path).wait())
+                try listen(path: path)
             } catch {
                 throw AgentStartError("cannot listen on Unix socket \(path): \(error)")
             }
@@ -106,7 +115,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         }
         if let address = self.configuration.metricsListen {
             do {
-                self.listeners.append(try ServerBootstrap(group: self.group)
+                self.metricsChannel = (try ServerBootstrap(group: self.group)
                     .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                     .childChannelInitializer { channel in
                         channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
@@ -141,8 +150,9 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         }
     }
 
+    /// Stops accepting clients; on the loop.
     private func closeListeners() {
-        for listener in self.listeners { listener.close(promise: nil) }
+        for listener in self.listeners { listener.close() }
         self.listeners.removeAll()
     }
 

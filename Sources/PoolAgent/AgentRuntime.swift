@@ -9,7 +9,7 @@ import PGWire
 /// Everything client sessions and pools share. Lives on the data event loop; no locks.
 final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's event loop.
     private(set) var configuration: AgentConfiguration
-    let eventLoop: any EventLoop
+    let eventLoop: IOLoop
     let threadPool: NIOThreadPool
     let logger: Logger
     private(set) var pools: [String: Pool] = [:]
@@ -33,7 +33,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// Client authentication and TLS: methods, secrets, certificates.
     let authenticator: ClientAuthenticator
 
-    init(configuration: AgentConfiguration, eventLoop: any EventLoop, threadPool: NIOThreadPool, logger: Logger) throws {
+    init(configuration: AgentConfiguration, eventLoop: IOLoop, threadPool: NIOThreadPool, logger: Logger) throws {
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.threadPool = threadPool
@@ -93,9 +93,18 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         }
     }
 
-    func makeClientSession() -> ClientSession {
+    /// A client connected on a listener: its socket becomes a session.
+    func accepted(_ fd: Int32, unix: Bool) {
         self.nextClientID += 1
-        return ClientSession(id: self.nextClientID, runtime: self)
+        let client = ClientSession(id: self.nextClientID, runtime: self)
+        do {
+            let transport = try Transport(fd: fd, loop: self.eventLoop, noDelay: !unix)
+            transport.delegate = client
+            try transport.register()
+            client.start(transport: transport, unix: unix)
+        } catch {
+            self.logger.warning("cannot serve an accepted connection", metadata: [LogKey.error: "\(error)"])
+        }
     }
 
     func clientOpened(_ client: ClientSession) {

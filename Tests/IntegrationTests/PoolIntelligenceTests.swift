@@ -111,7 +111,8 @@ extension Integration {
                 autoscale = { interval = "1s", min = 2, max = 8 }
                 """)
             _ = try Shell.run("/usr/bin/pgbench", ["-i", "-q", "-s", "1", TestEnvironment.directConninfo])
-            let bench = try Shell.run("/usr/bin/pgbench", ["-c", "16", "-j", "2", "-t", "300", "-n", "-S", agent.conninfo()])
+            // Enough load to outlast a few autoscale intervals.
+            let bench = try Shell.run("/usr/bin/pgbench", ["-c", "16", "-j", "2", "-t", "1500", "-n", "-S", agent.conninfo()])
             #expect(bench.status == 0, "\(bench.output)")
             let stats = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "--json", "stats"])
             #expect(try Self.counter(agent, "size") > 2, "queueing grew the pool: \(stats.output)")

@@ -28,7 +28,7 @@ extension ClientSession {
         func ensure(_ statement: ClientStatement, swallow: Bool) {
             // The server is skipping until Sync: it would ignore the agent's messages too.
             if server.usesStatement(statement.id) || server.responses.skippingUntilSync { return }
-            var out = server.channel.allocator.buffer(capacity: statement.parse.queryBytes.count + 32)
+            var out = server.allocator.buffer(capacity: statement.parse.queryBytes.count + 32)
             if let evicted = server.addStatement(statement.id, limit: limit) {
                 TargetMessage(kind: TargetMessage.statement, name: StatementRegistry.serverName(evicted))
                     .encode(into: &out, type: FrontendMessageID.close)
@@ -111,7 +111,7 @@ extension ClientSession {
                         runStart = cursor
                         ensure(statement, swallow: true)
                         bind.statement = StatementRegistry.serverName(statement.id)
-                        var out = server.channel.allocator.buffer(capacity: bind.rest.readableBytes + 64)
+                        var out = server.allocator.buffer(capacity: bind.rest.readableBytes + 64)
                         bind.encode(into: &out)
                         server.write(out)
                         server.responses.append(.bind)
@@ -124,7 +124,7 @@ extension ClientSession {
                                 runStart = cursor
                                 ensure(statement, swallow: true)
                                 describe.name = StatementRegistry.serverName(statement.id)
-                                var out = server.channel.allocator.buffer(capacity: describe.name.utf8.count + 8)
+                                var out = server.allocator.buffer(capacity: describe.name.utf8.count + 8)
                                 describe.encode(into: &out, type: FrontendMessageID.describe)
                                 server.write(out)
                             }
@@ -163,7 +163,7 @@ extension ClientSession {
         server.flush()
         if !server.isWritable { self.pauseReading() }
         if !immediate.isEmpty {
-            self.writeFromServer(immediate.encoded(allocator: server.channel.allocator))
+            self.writeFromServer(immediate.encoded(allocator: server.allocator))
             self.flushFromServer()
         }
         if terminate {

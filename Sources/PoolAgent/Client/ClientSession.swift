@@ -6,14 +6,16 @@ import NIOSSL
 import PGWire
 import PoolCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The agent's side of one application connection.
 ///
 /// Startup packets are answered by the agent itself; once a server is assigned and the client's settings
 /// are applied to it, bytes flow both ways unparsed, scanned only for message boundaries, Terminate and
 /// the requests that await a ReadyForQuery.
-final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Confined to the agent's event loop.
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined to the agent's event loop.
 
     enum State: String {
         case startup, authenticating, waiting, syncing, active, closed
@@ -31,10 +33,12 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     let id: Int
     private unowned let runtime: AgentRuntime
-    private var channel: (any Channel)!
-    /// This handler's place in the pipeline: forwarded bytes are written here, past any TLS handler,
-    /// without walking the pipeline from its tail. Set while the handler is in the pipeline.
-    private var context: ChannelHandlerContext?
+    /// The client's socket; set by `start`.
+    private var transport: Transport!
+    /// The client came in on the Unix socket.
+    private var isUnixSocket = false
+    /// The client's IP address as bytes (4 or 16), for address rules.
+    private var remoteAddressBytes: [UInt8]?
     private(set) var state: State = .startup
     private var startupBuffer: ByteBuffer?
     private var sslRequested = false
@@ -90,36 +94,37 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     var user: String? { self.startup?.user }
 
-    // MARK: Channel events
+    // MARK: Transport events
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        self.channel = context.channel
-        if let address = context.channel.remoteAddress, let ip = address.ipAddress {
-            self.peerHost = "host \"\(ip)\""
-            self.peer = "\(self.peerHost) port \(address.port ?? 0)"
+    /// The client connected: its socket is `transport`, accepted from a Unix listener when `unix`.
+    func start(transport: Transport, unix: Bool) {
+        self.transport = transport
+        self.isUnixSocket = unix
+        if !unix, let address = transport.peerAddress(), !address.address.isEmpty {
+            self.remoteAddressBytes = address.address
+            self.peerHost = "host \"\(Self.text(ofAddress: address.address))\""
+            self.peer = "\(self.peerHost) port \(address.port)"
         } else {
             self.peerHost = "the Unix socket"
             self.peer = self.peerHost
         }
         self.runtime.clientOpened(self)
-        self.loginTimer = context.eventLoop.scheduleTask(in: self.runtime.configuration.loginTimeout.timeAmount) { [self] in
+        self.loginTimer = transport.loop.scheduleTask(in: self.runtime.configuration.loginTimeout.timeAmount) { [self] in
             guard self.state == .startup || self.state == .authenticating else { return }
             let stage = self.state == .startup ? "no startup packet" : "authentication not completed"
             self.fatal(.fatal("08006", "login timeout: \(stage) within \(self.runtime.configuration.loginTimeout.configText)"))
         }
-        context.fireChannelActive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = self.unwrapInboundIn(data)
+    /// An address as PostgreSQL prints it: dotted IPv4, or IPv6 text.
+    private static func text(ofAddress bytes: [UInt8]) -> String {
+        var text = [CChar](repeating: 0, count: 64)
+        let family = bytes.count == 4 ? AF_INET : AF_INET6
+        guard bytes.withUnsafeBytes({ inet_ntop(family, $0.baseAddress, &text, socklen_t(text.count)) }) != nil else { return "unknown" }
+        return String(cString: text)
+    }
+
+    func transportRead(_ buffer: ByteBuffer) {
         self.lastActivity = .now
         switch self.state {
         case .active where self.server != nil:
@@ -137,19 +142,13 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         }
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { self.server?.setReading(true) }
-        context.fireChannelWritabilityChanged()
+    func transportWritable() {
+        self.server?.setReading(true)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    func transportClosed(error: String?) {
+        if let error, self.closeReason == nil { self.closeReason = "client connection error: \(error)" }
         self.finish(reason: self.closeReason ?? "client disconnected", clean: self.scanner.isAtBoundary && !self.dirty)
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.closeReason = "client connection error: \(error)"
-        context.close(promise: nil)
     }
 
     // MARK: Startup
@@ -191,12 +190,12 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
                     self.fatal(.fatal("08P01", "received unencrypted data after SSL request"))
                     return
                 }
-                var answer = self.channel.allocator.buffer(capacity: 1)
+                var answer = self.transport.allocator.buffer(capacity: 1)
                 answer.writeInteger(UInt8(ascii: tlsContext == nil ? "N" : "S"))
-                self.channel.writeAndFlush(answer, promise: nil)
+                self.transport.writeAndFlush(answer)
                 if let tlsContext {
                     do {
-                        try self.channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext.context), position: .first)
+                        try self.transport.startTLS(context: tlsContext.context)
                     } catch {
                         self.close(reason: "cannot start TLS: \(error)")
                         return
@@ -282,17 +281,8 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     /// How this client reached the agent, for auth rules and `client_tls = require`.
     var connectionKind: ConnectionKind {
-        if case .unixDomainSocket? = self.channel.localAddress { return .local }
+        if self.isUnixSocket { return .local }
         return self.tlsActive ? .hostssl : .hostnossl
-    }
-
-    /// The client's IP address as bytes (4 or 16), for address rules.
-    private var remoteAddressBytes: [UInt8]? {
-        switch self.channel.remoteAddress {
-        case .v4(let address)?: withUnsafeBytes(of: address.address.sin_addr) { Array($0) }
-        case .v6(let address)?: withUnsafeBytes(of: address.address.sin6_addr) { Array($0) }
-        default: nil
-        }
     }
 
     private func authenticate(user: String, database: String, pool: Pool) {
@@ -300,9 +290,9 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         let kind = self.connectionKind
         if let startup = self.startup, startup.minorVersion > 0 || !startup.protocolOptions.isEmpty {
             // As PostgreSQL does: right after the startup packet, before any authentication request.
-            var buffer = self.channel.allocator.buffer(capacity: 64)
+            var buffer = self.transport.allocator.buffer(capacity: 64)
             buffer.writeNegotiateProtocolVersion(minorVersion: 0, unsupportedOptions: startup.protocolOptions)
-            self.channel.write(buffer, promise: nil)
+            self.transport.write(buffer)
         }
         if kind != .local && auth.tlsMode == .require && !self.tlsActive {
             self.fatal(.fatal("28000", "TLS is required: this agent refuses unencrypted connections from \(self.peerHost)",
@@ -346,26 +336,22 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
     }
 
     private func authenticatePeer(user: String, pool: Pool) {
-        peerCredentials(of: self.channel)
-            .whenComplete { [self] result in
-                guard self.state == .startup else { return }
-                guard case .success(let credentials) = result, let name = systemUserName(uid: credentials.uid) else {
-                    self.fatal(.fatal("28000", "peer authentication failed for user \"\(user)\"", detail: "Cannot map the peer's uid to a user name."))
-                    return
-                }
-                guard name == user else {
-                    self.logger.info("peer authentication failed", metadata: ["user": "\(user)", "os_user": "\(name)"])
-                    self.fatal(.fatal("28000", "peer authentication failed for user \"\(user)\"",
-                                      detail: "The connecting process runs as OS user \"\(name)\"."))
-                    return
-                }
-                self.loginAuthorized(pool: pool)
-            }
+        guard let credentials = try? self.transport.peerCredentials(), let name = systemUserName(uid: credentials.uid) else {
+            self.fatal(.fatal("28000", "peer authentication failed for user \"\(user)\"", detail: "Cannot map the peer's uid to a user name."))
+            return
+        }
+        guard name == user else {
+            self.logger.info("peer authentication failed", metadata: ["user": "\(user)", "os_user": "\(name)"])
+            self.fatal(.fatal("28000", "peer authentication failed for user \"\(user)\"",
+                              detail: "The connecting process runs as OS user \"\(name)\"."))
+            return
+        }
+        self.loginAuthorized(pool: pool)
     }
 
     private func startPasswordExchange(method: AuthMethod, user: String, outcome: AuthQueryOutcome) {
         let auth = self.runtime.authenticator
-        var buffer = self.channel.allocator.buffer(capacity: 64)
+        var buffer = self.transport.allocator.buffer(capacity: 64)
         var random = SystemRandomNumberGenerator()
         var secret: StoredSecret? = nil
         var refusal = "no password"
@@ -398,7 +384,7 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
             self.exchange = .scramInitial(exchange)
             buffer.writeAuthenticationSASL(mechanisms: exchange.mechanisms)
         }
-        self.channel.writeAndFlush(buffer, promise: nil)
+        self.transport.writeAndFlush(buffer)
         if let input = self.authInput {
             self.authInput = nil
             self.authenticationBytes(input)
@@ -487,15 +473,15 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
                 guard let data = initial.data else { throw .malformed("malformed SCRAM message: the initial response is missing") }
                 let serverFirst = try scram.receiveClientFirst(data, mechanism: initial.mechanism)
                 self.exchange = .scramFinal(scram)
-                var buffer = self.channel.allocator.buffer(capacity: serverFirst.count + 9)
+                var buffer = self.transport.allocator.buffer(capacity: serverFirst.count + 9)
                 buffer.writeAuthenticationSASL(code: AuthenticationCode.saslContinue, data: serverFirst)
-                self.channel.writeAndFlush(buffer, promise: nil)
+                self.transport.writeAndFlush(buffer)
                 return nil
             case .scramFinal(var scram):
                 let serverFinal = try scram.receiveClientFinal(body.readBytes(length: body.readableBytes) ?? [])
-                var buffer = self.channel.allocator.buffer(capacity: serverFinal.count + 9)
+                var buffer = self.transport.allocator.buffer(capacity: serverFinal.count + 9)
                 buffer.writeAuthenticationSASL(code: AuthenticationCode.saslFinal, data: serverFinal)
-                self.channel.write(buffer, promise: nil)
+                self.transport.write(buffer)
                 return pool
             case .md5(let expected):
                 let bytes = body.readBytes(length: body.readableBytes) ?? []
@@ -589,14 +575,14 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     private func completeLogin(parameters: [String: String]) {
         guard self.startup != nil, let key = self.cancelKey else { return }
-        var buffer = self.channel.allocator.buffer(capacity: 512)
+        var buffer = self.transport.allocator.buffer(capacity: 512)
         buffer.writeAuthenticationOk()
         for (name, value) in parameters.sorted(by: { $0.key < $1.key }) {
             buffer.writeParameterStatus(name: name, value: value)
         }
         buffer.writeBackendKeyData(key)
         buffer.writeReadyForQuery(.idle)
-        self.channel.writeAndFlush(buffer, promise: nil)
+        self.transport.writeAndFlush(buffer)
         self.loggedIn = true
         self.logger.debug("client logged in")
     }
@@ -688,14 +674,14 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
         }
         self.pendingInput = tail
         self.setReading(true)
-        var buffer = self.channel.allocator.buffer(capacity: 128)
+        var buffer = self.transport.allocator.buffer(capacity: 128)
         let cancelled = ErrorResponse(.error, sqlState: "57014", message: "canceling statement due to user request")
         if requests == 0 { cancelled.encode(into: &buffer) }
         for _ in 0..<requests {
             cancelled.encode(into: &buffer)
             buffer.writeReadyForQuery(.idle)
         }
-        self.channel.writeAndFlush(buffer, promise: nil)
+        self.transport.writeAndFlush(buffer)
     }
 
     // MARK: Forwarding
@@ -707,14 +693,14 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     /// Server bytes for the client; `flushFromServer` sends them.
     func writeFromServer(_ buffer: ByteBuffer) {
-        guard self.state == .active, let context = self.context else { return }
-        context.write(self.wrapOutboundOut(buffer), promise: nil)
+        guard self.state == .active else { return }
+        self.transport.write(buffer)
     }
 
     func flushFromServer() {
-        guard self.state == .active, let context = self.context else { return }
-        context.flush()
-        if !self.channel.isWritable { self.server?.setReading(false) }
+        guard self.state == .active else { return }
+        self.transport.flush()
+        if !self.transport.isWritable { self.server?.setReading(false) }
     }
 
     func resumeReading() {
@@ -736,9 +722,9 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     private func setReading(_ on: Bool) {
         // Called for every transaction: only a change costs a channel option.
-        guard on == self.readingPaused, let channel = self.channel, channel.isActive else { return }
+        guard on == self.readingPaused, let transport = self.transport, transport.isOpen else { return }
         self.readingPaused = !on
-        try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: on)
+        transport.setReading(on)
     }
 
     private func holdPendingInput(_ input: ByteBuffer) {
@@ -770,19 +756,20 @@ final class ClientSession: ChannelInboundHandler, @unchecked Sendable {  // Conf
 
     /// Sends a FATAL error and closes.
     func fatal(_ error: ErrorResponse) {
-        guard self.state != .closed, let channel = self.channel else { return }
+        guard self.state != .closed, let transport = self.transport else { return }
         self.logger.info("closing client", metadata: [LogKey.reason: "\(error)", LogKey.peer: "\(self.peer)"])
-        var buffer = channel.allocator.buffer(capacity: 128)
+        var buffer = transport.allocator.buffer(capacity: 128)
         error.encode(into: &buffer)
         self.closeReason = error.message
         self.finish(reason: error.message, clean: self.scanner.isAtBoundary && !self.dirty)
-        channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+        transport.write(buffer)
+        transport.closeAfterFlush()
     }
 
     func close(reason: String) {
         if self.closeReason == nil { self.closeReason = reason }
         self.finish(reason: reason, clean: self.scanner.isAtBoundary && !self.dirty)
-        self.channel?.close(promise: nil)
+        self.transport?.close()
     }
 
     /// Gives back what the session holds; runs once, whichever way the session ends.

@@ -18,6 +18,7 @@ final class ControlConnectionHandler: ChannelInboundHandler, ControlPeer, @unche
     private let service: ControlService
     private let allowedUIDs: Set<Int>
     private var pending: ByteBuffer?
+    /// Set once the connection is up; events from the data loop are sent on it.
     private var channel: (any Channel)?
     private var authorised = false
     private var queuedBytes = 0
@@ -78,9 +79,14 @@ final class ControlConnectionHandler: ChannelInboundHandler, ControlPeer, @unche
             if bytes.last == UInt8(ascii: "\r") { bytes = bytes.dropLast() }
             if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
             let channel = context.channel
-            self.service.handle(line: bytes, from: self).whenSuccess { [self] response in
-                if let response { self.send(response, on: channel) }
-            }
+            let service = self.service
+            let request = Array(bytes)
+            // The agent's state lives on its data loop; the answer comes back to this channel's loop.
+            service.eventLoop.flatSubmit { service.handle(line: request, from: self) }
+                .hop(to: channel.eventLoop)
+                .whenSuccess { [self] response in
+                    if let response { self.send(response, on: channel) }
+                }
         }
         if buffer.readableBytes > Self.maximumLineLength {
             self.refuseOversizedLine(context.channel)
@@ -98,9 +104,10 @@ final class ControlConnectionHandler: ChannelInboundHandler, ControlPeer, @unche
         context.fireChannelWritabilityChanged()
     }
 
+    /// Called on the data loop by the control service; the line is sent from this channel's loop.
     func sendEvent(_ line: String) {
         guard let channel = self.channel else { return }
-        self.send(line, on: channel)
+        channel.eventLoop.execute { self.send(line, on: channel) }
     }
 
     private func send(_ line: String, on channel: any Channel) {
@@ -129,8 +136,8 @@ final class ControlConnectionHandler: ChannelInboundHandler, ControlPeer, @unche
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.service.peerGone(self)
-        self.channel = nil
+        let service = self.service
+        service.eventLoop.execute { service.peerGone(self) }
         context.fireChannelInactive()
     }
 

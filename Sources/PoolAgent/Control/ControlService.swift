@@ -25,6 +25,9 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
 
     static let eventTypes: Set<String> = ["resize", "autoscale", "drain", "resume", "recycle", "reconnect", "upstream", "reload", "shutdown", "kill"]
 
+    /// The loop every method runs on.
+    var eventLoop: IOLoop { self.runtime.eventLoop }
+
     init(runtime: AgentRuntime, agent: Agent) {
         self.runtime = runtime
         self.agent = agent

@@ -56,7 +56,7 @@ extension AgentRuntime {
 }
 
 /// Answers `GET /metrics` with the Prometheus text; anything else is a 404.
-final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {  // Confined to the agent's event loop.
+final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {  // Confined to its channel's event loop.
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -77,17 +77,21 @@ final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {  // Con
             break
         case .end:
             let found = self.path == "/metrics"
-            let body = found ? self.runtime.prometheusText() : "not found; try /metrics\n"
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: found ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
-            headers.add(name: "Content-Length", value: String(body.utf8.count))
-            if !self.keepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: found ? .ok : .notFound, headers: headers))), promise: nil)
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
             let keepAlive = self.keepAlive
-            let channel = context.channel
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
-                if !keepAlive { channel.close(promise: nil) }
+            let runtime = self.runtime
+            // The figures live on the data loop; the response is written from this channel's loop.
+            let text = found ? runtime.eventLoop.submit { runtime.prometheusText() } : context.eventLoop.makeSucceededFuture("not found; try /metrics\n")
+            text.hop(to: context.eventLoop).assumeIsolated().whenSuccess { body in
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: found ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
+                headers.add(name: "Content-Length", value: String(body.utf8.count))
+                if !keepAlive { headers.add(name: "Connection", value: "close") }
+                context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: found ? .ok : .notFound, headers: headers))), promise: nil)
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+                let channel = context.channel
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
+                    if !keepAlive { channel.close(promise: nil) }
+                }
             }
         }
     }

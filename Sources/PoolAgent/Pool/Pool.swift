@@ -10,7 +10,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     typealias Machine = PoolStateMachine<Int, Int, ContinuousClock.Instant>
 
     private(set) var settings: PoolSettings
-    let eventLoop: any EventLoop
+    let eventLoop: IOLoop
     private let threadPool: NIOThreadPool
     private var connectParameters: [(String, String)]
     private var machine: Machine
@@ -39,7 +39,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     var onUpstreamChange: ((Bool, String?) -> Void)?
     private(set) var lastErrorAt: ContinuousClock.Instant?
 
-    init(settings: PoolSettings, eventLoop: any EventLoop, threadPool: NIOThreadPool, logger: Logger, nextServerID: @escaping () -> Int) throws {
+    init(settings: PoolSettings, eventLoop: IOLoop, threadPool: NIOThreadPool, logger: Logger, nextServerID: @escaping () -> Int) throws {
         self.settings = settings
         self.eventLoop = eventLoop
         self.threadPool = threadPool
@@ -456,34 +456,28 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     private func attach(_ link: UpstreamLink) {
         let server = ServerConnection(id: self.nextServerID(), pool: self, link: link, logger: self.logger)
-        ClientBootstrap(group: self.eventLoop)
-            .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ServerChannelHandler(server: server))
-                }
-            }
-            .withConnectedSocket(link.socket)
-            .whenComplete { [self] result in
-                switch result {
-                case .success(let channel):
-                    server.attach(channel: channel)
-                    self.servers[server.id] = server
-                    self.defaultParameters = link.parameters
-                    self.lastContact = .now
-                    if self.lastError != nil {
-                        self.lastError = nil
-                        self.onUpstreamChange?(true, nil)
-                    }
-                    self.stats.connects += 1
-                    self.logger.debug("server connection opened", metadata: [LogKey.backendPID: "\(link.backendPID)"])
-                    // ±10% of max_lifetime, so servers opened together do not expire together.
-                    self.perform(self.machine.connectionOpened(server.id, now: .now, lifetimeFactor: Double.random(in: 0.9...1.1)))
-                case .failure(let error):
-                    link.finish()
-                    self.connectFailed("cannot register the server socket: \(error)")
-                }
-            }
+        let transport: Transport
+        do {
+            transport = try Transport(fd: link.socket, loop: self.eventLoop, noDelay: true)
+            transport.delegate = server
+            try transport.register()
+        } catch {
+            link.finish()
+            self.connectFailed("cannot register the server socket: \(error)")
+            return
+        }
+        server.attach(transport: transport)
+        self.servers[server.id] = server
+        self.defaultParameters = link.parameters
+        self.lastContact = .now
+        if self.lastError != nil {
+            self.lastError = nil
+            self.onUpstreamChange?(true, nil)
+        }
+        self.stats.connects += 1
+        self.logger.debug("server connection opened", metadata: [LogKey.backendPID: "\(link.backendPID)"])
+        // ±10% of max_lifetime, so servers opened together do not expire together.
+        self.perform(self.machine.connectionOpened(server.id, now: .now, lifetimeFactor: Double.random(in: 0.9...1.1)))
     }
 
     private func connectFailed(_ message: String) {

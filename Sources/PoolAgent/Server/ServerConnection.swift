@@ -10,7 +10,7 @@ import PGWire
 /// Bytes from the server are scanned in place (ReadyForQuery, ParameterStatus, ErrorResponse) and forwarded
 /// whole to the linked client. While the agent runs its own queries (reset, parameter sync) the responses are
 /// swallowed until the last ReadyForQuery.
-final class ServerConnection: @unchecked Sendable {  // Confined to the agent's event loop.
+final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confined to the agent's event loop.
     enum State: String {
         case opening, idle, linked, resetting, closed
     }
@@ -27,9 +27,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
     let id: Int
     unowned let pool: Pool
     let link: UpstreamLink
-    private(set) var channel: (any Channel)!
-    /// The handler's context in the server channel's pipeline, for writes that skip the pipeline walk.
-    fileprivate(set) var context: ChannelHandlerContext?
+    /// The server's socket, a duplicate of libpq's; set by `attach`.
+    private(set) var transport: Transport!
     let createdAt: ContinuousClock.Instant
     var lastUsedAt: ContinuousClock.Instant
     private(set) var state: State = .opening
@@ -98,8 +97,8 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         self.logger = logger
     }
 
-    func attach(channel: any Channel) {
-        self.channel = channel
+    func attach(transport: Transport) {
+        self.transport = transport
         self.state = .idle
     }
 
@@ -177,7 +176,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         guard let handle = self.link.cancelHandle, self.state != .closed, self.cancelsInFlight == 0 else { return }
         self.cancelsInFlight += 1
         let pid = self.backendPID
-        threadPool.runIfActive(eventLoop: self.channel.eventLoop) { handle.cancel() }.whenComplete { [self] result in
+        threadPool.runIfActive(eventLoop: self.transport.loop) { handle.cancel() }.whenComplete { [self] result in
             switch result {
             case .success(nil):
                 logger.debug("cancel request sent", metadata: [LogKey.backendPID: "\(pid)"])
@@ -204,17 +203,17 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
 
     /// Sends simple queries whose responses the client must not see; `completion` gets the first error.
     func runInternal(_ queries: [String], completion: @escaping (ErrorResponse?) -> Void) {
-        var buffer = self.channel.allocator.buffer(capacity: 64)
+        var buffer = self.transport.allocator.buffer(capacity: 64)
         for query in queries { buffer.writeQuery(query) }
         self.outstanding += queries.count
-        let timer = self.channel.eventLoop.scheduleTask(in: Self.internalQueryTimeout) { [self] in
+        let timer = self.transport.loop.scheduleTask(in: Self.internalQueryTimeout) { [self] in
             guard let query = self.internalQuery else { return }
             self.internalQuery = nil
             query.completion(ErrorResponse(.error, sqlState: "57014", message: "the server did not answer the agent's query within 30 s"))
             self.close(reason: "agent query timed out")
         }
         self.internalQuery = InternalQuery(firstError: nil, completion: completion, timer: timer)
-        self.channel.writeAndFlush(buffer, promise: nil)
+        self.transport.writeAndFlush(buffer)
     }
 
     // MARK: Traffic
@@ -244,20 +243,22 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
 
     /// Queues bytes for the server; `flush` sends them.
     func write(_ buffer: ByteBuffer) {
-        self.context?.write(NIOAny(buffer), promise: nil)
+        self.transport.write(buffer)
     }
 
     func flush() {
-        self.context?.flush()
+        self.transport.flush()
     }
 
-    var isWritable: Bool { self.channel.isWritable }
+    var isWritable: Bool { self.transport.isWritable }
+
+    var allocator: ByteBufferAllocator { Transport.allocator }
 
     /// Pauses or resumes reading from the server, so a slow client holds back the server, not memory.
     func setReading(_ on: Bool) {
-        guard on == self.readingPaused, let channel = self.channel else { return }
+        guard on == self.readingPaused, let transport = self.transport else { return }
         self.readingPaused = !on
-        try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: on)
+        transport.setReading(on)
     }
 
     func received(_ input: ByteBuffer) {
@@ -345,7 +346,7 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
                     if !due.isEmpty {
                         if cursor > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: cursor - runStart)!) }
                         runStart = cursor
-                        client.writeFromServer(due.encoded(allocator: self.channel.allocator))
+                        client.writeFromServer(due.encoded(allocator: self.allocator))
                     }
                 case .end(let end):
                     forwardableEnd = end
@@ -405,19 +406,34 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         if self.closeReason == nil { self.closeReason = reason }
     }
 
-    /// Closes the connection for `reason`: the NIO channel first, then libpq's side.
+    /// Closes the connection for `reason`: the agent's socket first, then libpq's side.
     func close(reason: String) {
         guard self.state != .closed else { return }
         if self.closeReason == nil { self.closeReason = reason }
-        if let channel = self.channel, channel.isActive {
-            channel.close(promise: nil)
+        if let transport = self.transport, transport.isOpen {
+            transport.close()
         } else {
-            self.channelClosed()
+            self.socketClosed()
         }
     }
 
-    /// The channel is gone (closed by us or by the server).
-    func channelClosed() {
+    // MARK: Transport events
+
+    func transportRead(_ buffer: ByteBuffer) {
+        self.received(buffer)
+    }
+
+    func transportWritable() {
+        self.client?.resumeReading()
+    }
+
+    func transportClosed(error: String?) {
+        if let error { self.noteCloseReason("server connection error: \(error)") }
+        self.socketClosed()
+    }
+
+    /// The socket is gone (closed by us or by the server).
+    func socketClosed() {
         guard self.state != .closed else { return }
         let previous = self.state
         self.state = .closed
@@ -441,42 +457,6 @@ final class ServerConnection: @unchecked Sendable {  // Confined to the agent's 
         }
         self.pool.serverClosed(self)
         client?.serverClosed(reason: reason)
-    }
-}
-
-/// Feeds a server channel's events to its ServerConnection.
-final class ServerChannelHandler: ChannelInboundHandler, @unchecked Sendable {  // Confined to the agent's event loop.
-    typealias InboundIn = ByteBuffer
-
-    private let server: ServerConnection
-
-    init(server: ServerConnection) {
-        self.server = server
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.server.context = context
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.server.context = nil
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.server.received(self.unwrapInboundIn(data))
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { self.server.client?.resumeReading() }
-        context.fireChannelWritabilityChanged()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        self.server.channelClosed()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.server.close(reason: "server connection error: \(error)")
     }
 }
 

@@ -1,0 +1,46 @@
+// Linux socket primitives for the agent's data path: epoll, eventfd, accept4 and socket options,
+// behind plain functions Swift can call (epoll_event is packed on x86-64).
+#ifndef CPOOLIO_H
+#define CPOOLIO_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/// One readiness event: the registered token and the EPOLL* bits.
+typedef struct {
+    uint64_t token;
+    uint32_t events;
+} cpoolio_event;
+
+enum {
+    CPOOLIO_IN = 0x001,
+    CPOOLIO_OUT = 0x004,
+    CPOOLIO_ERR = 0x008,
+    CPOOLIO_HUP = 0x010,
+};
+
+int cpoolio_epoll_create(void);
+/// op: 0 add, 1 modify, 2 delete.
+int cpoolio_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+/// Waits for up to `capacity` events; returns their count, or -1 with errno.
+int cpoolio_epoll_wait(int epfd, cpoolio_event *events, int capacity, int timeout_ms);
+
+int cpoolio_eventfd(void);
+void cpoolio_eventfd_signal(int fd);
+void cpoolio_eventfd_drain(int fd);
+
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; -1 with errno when nothing is waiting.
+int cpoolio_accept(int fd);
+int cpoolio_set_nonblocking(int fd);
+int cpoolio_set_nodelay(int fd);
+/// SO_PEERCRED of a Unix socket.
+int cpoolio_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
+/// The peer's family (AF_INET, AF_INET6 or AF_UNIX), its address bytes (4 or 16, into `address`) and port.
+int cpoolio_peer_address(int fd, int *family, uint8_t *address, int *port);
+
+/// A listening socket: TCP on `host`:`port` (numeric address) or a Unix socket at `path` when host is NULL.
+int cpoolio_listen_tcp(const char *host, int port, int backlog);
+int cpoolio_listen_unix(const char *path, int backlog);
+
+#endif

@@ -1,0 +1,301 @@
+// The agent's data event loop: one thread, epoll, a timer heap and a task queue, conforming to NIO's EventLoop.
+
+import CPoolIO
+import Dispatch
+import NIOConcurrencyHelpers
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A socket the loop watches; called on the loop thread with the EPOLL* bits that are ready.
+protocol IOHandler: AnyObject {
+    func ioReady(_ events: UInt32)
+}
+
+/// One thread that owns every client and server socket of the agent, like PgBouncer's single loop.
+///
+/// Sockets are level-triggered epoll registrations keyed by their descriptor; reads and writes are plain
+/// system calls made by `Transport`, with no channel pipeline between them. The loop is a NIO `EventLoop`,
+/// so futures, promises, scheduled tasks and `NIOThreadPool` results work on it as on any other loop.
+final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched only on the loop thread; `remote` is locked.
+    private let epollFD: Int32
+    private let wakeFD: Int32
+    private var thread: pthread_t?
+    /// Tasks from other threads, and whether the loop was already woken for them.
+    private let remote = NIOLockedValueBox<(tasks: [@Sendable () -> Void], woken: Bool)>(([], false))
+    /// Tasks the loop gave itself: no lock, no wake-up.
+    private var local: [() -> Void] = []
+    private var timers = TimerHeap()
+    private var timerSequence: UInt64 = 0
+    private var handlers: [(any IOHandler)?] = []
+    private var stopping = false
+    /// Whether the thread has ended, and who waits for it to.
+    private let lifecycle = NIOLockedValueBox<(finished: Bool, callbacks: [(DispatchQueue, @Sendable ((any Error)?) -> Void)])>((false, []))
+
+    private static let wakeToken = UInt64.max
+
+    init() throws {
+        self.epollFD = cpoolio_epoll_create()
+        guard self.epollFD >= 0 else { throw IOError(errnoCode: errno, reason: "epoll_create1") }
+        self.wakeFD = cpoolio_eventfd()
+        guard self.wakeFD >= 0 else {
+            Glibc.close(self.epollFD)
+            throw IOError(errnoCode: errno, reason: "eventfd")
+        }
+        guard cpoolio_epoll_ctl(self.epollFD, 0, self.wakeFD, UInt32(CPOOLIO_IN), Self.wakeToken) == 0 else {
+            throw IOError(errnoCode: errno, reason: "epoll_ctl")
+        }
+    }
+
+    /// Starts the loop's thread.
+    func start() {
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        let status = pthread_create(&thread, nil, { argument in
+            let loop = Unmanaged<IOLoop>.fromOpaque(argument!).takeRetainedValue()
+            loop.run()
+            return nil
+        }, box.toOpaque())
+        precondition(status == 0, "cannot start the event loop thread: \(status)")
+        self.thread = thread
+    }
+
+    // MARK: Sockets
+
+    func register(_ fd: Int32, handler: any IOHandler, events: UInt32) throws(IOError) {
+        if Int(fd) >= self.handlers.count {
+            self.handlers.append(contentsOf: repeatElement(nil, count: max(Int(fd) + 1 - self.handlers.count, self.handlers.count)))
+        }
+        self.handlers[Int(fd)] = handler
+        guard cpoolio_epoll_ctl(self.epollFD, 0, fd, events, UInt64(fd)) == 0 else {
+            self.handlers[Int(fd)] = nil
+            throw IOError(errnoCode: errno, reason: "epoll_ctl(ADD)")
+        }
+    }
+
+    func modify(_ fd: Int32, events: UInt32) {
+        _ = cpoolio_epoll_ctl(self.epollFD, 1, fd, events, UInt64(fd))
+    }
+
+    /// Forgets `fd`; call before closing it.
+    func deregister(_ fd: Int32) {
+        _ = cpoolio_epoll_ctl(self.epollFD, 2, fd, 0, 0)
+        if Int(fd) < self.handlers.count { self.handlers[Int(fd)] = nil }
+    }
+
+    // MARK: Running
+
+    private func run() {
+        var events = [cpoolio_event](repeating: cpoolio_event(), count: 256)
+        while !self.stopping {
+            let timeout: Int32
+            if !self.local.isEmpty {
+                timeout = 0
+            } else if let next = self.timers.nextDeadline {
+                let now = NIODeadline.now().uptimeNanoseconds
+                timeout = next <= now ? 0 : Int32(clamping: (next - now + 999_999) / 1_000_000)
+            } else {
+                timeout = -1
+            }
+            let count = events.withUnsafeMutableBufferPointer { cpoolio_epoll_wait(self.epollFD, $0.baseAddress, Int32($0.count), timeout) }
+            if count > 0 {
+                for index in 0..<Int(count) {
+                    let event = events[index]
+                    if event.token == Self.wakeToken {
+                        cpoolio_eventfd_drain(self.wakeFD)
+                        continue
+                    }
+                    let fd = Int(event.token)
+                    if fd < self.handlers.count, let handler = self.handlers[fd] {
+                        handler.ioReady(event.events)
+                    }
+                }
+            }
+            self.runTimers()
+            self.runTasks()
+        }
+        // Shutting down: what was queued still runs, what was scheduled fails.
+        self.runTasks()
+        for entry in self.timers.removeAll() where !entry.cancelled {
+            entry.fail()
+        }
+        self.runTasks()
+        Glibc.close(self.wakeFD)
+        Glibc.close(self.epollFD)
+        let callbacks = self.lifecycle.withLockedValue { state in
+            state.finished = true
+            defer { state.callbacks.removeAll() }
+            return state.callbacks
+        }
+        for (queue, callback) in callbacks { queue.async { callback(nil) } }
+    }
+
+    private func runTimers() {
+        guard self.timers.nextDeadline != nil else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        while let entry = self.timers.popExpired(now: now) {
+            if !entry.cancelled { entry.run() }
+        }
+    }
+
+    private func runTasks() {
+        // Tasks may queue more tasks: those run in the next turn, after I/O.
+        let remote = self.remote.withLockedValue { state -> [@Sendable () -> Void] in
+            state.woken = false
+            defer { state.tasks.removeAll(keepingCapacity: true) }
+            return state.tasks
+        }
+        for task in remote { task() }
+        if !self.local.isEmpty {
+            let local = self.local
+            self.local.removeAll(keepingCapacity: true)
+            for task in local { task() }
+        }
+    }
+
+    // MARK: EventLoop
+
+    var inEventLoop: Bool {
+        guard let thread = self.thread else { return false }
+        return pthread_equal(thread, pthread_self()) != 0
+    }
+
+    func execute(_ task: @escaping @Sendable () -> Void) {
+        if self.inEventLoop {
+            self.local.append(task)
+            return
+        }
+        let wake = self.remote.withLockedValue { state -> Bool in
+            state.tasks.append(task)
+            defer { state.woken = true }
+            return !state.woken
+        }
+        if wake { cpoolio_eventfd_signal(self.wakeFD) }
+    }
+
+    /// Runs `task` on the loop after the current event, without the `Sendable` requirement: loop code only.
+    func executeSoon(_ task: @escaping () -> Void) {
+        self.preconditionInEventLoop()
+        self.local.append(task)
+    }
+
+    func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        let promise: EventLoopPromise<T> = self.makePromise()
+        let entry = TimerEntry(
+            deadline: deadline.uptimeNanoseconds,
+            run: {
+                do { promise.succeed(try task()) } catch { promise.fail(error) }
+            },
+            fail: { promise.fail(EventLoopError.shutdown) }
+        )
+        if self.inEventLoop {
+            self.addTimer(entry)
+        } else {
+            self.execute { self.addTimer(entry) }
+        }
+        return Scheduled(promise: promise) { [self] in
+            self.execute {
+                guard !entry.cancelled else { return }
+                entry.cancelled = true
+                promise.fail(EventLoopError.cancelled)
+            }
+        }
+    }
+
+    func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        self.scheduleTask(deadline: .now() + delay, task)
+    }
+
+    private func addTimer(_ entry: TimerEntry) {
+        self.timerSequence += 1
+        entry.sequence = self.timerSequence
+        self.timers.insert(entry)
+    }
+
+    func preconditionInEventLoop(file: StaticString, line: UInt) {
+        precondition(self.inEventLoop, "not on the agent's event loop", file: file, line: line)
+    }
+
+    func preconditionNotInEventLoop(file: StaticString, line: UInt) {
+        precondition(!self.inEventLoop, "on the agent's event loop", file: file, line: line)
+    }
+
+    func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
+        let running = self.lifecycle.withLockedValue { state -> Bool in
+            guard !state.finished, self.thread != nil else { return false }
+            state.callbacks.append((queue, callback))
+            return true
+        }
+        guard running else {
+            queue.async { callback(nil) }
+            return
+        }
+        self.execute { self.stopping = true }
+    }
+}
+
+/// A task scheduled on the loop at an uptime in nanoseconds.
+private final class TimerEntry: @unchecked Sendable {  // Touched only on the loop thread.
+    let deadline: UInt64
+    var sequence: UInt64 = 0
+    var cancelled = false
+    let run: () -> Void
+    let fail: () -> Void
+
+    init(deadline: UInt64, run: @escaping () -> Void, fail: @escaping () -> Void) {
+        self.deadline = deadline
+        self.run = run
+        self.fail = fail
+    }
+
+    func isEarlier(than other: TimerEntry) -> Bool {
+        self.deadline != other.deadline ? self.deadline < other.deadline : self.sequence < other.sequence
+    }
+}
+
+/// A binary min-heap of timers by deadline, then by the order they were scheduled.
+private struct TimerHeap {
+    private var entries: [TimerEntry] = []
+
+    var nextDeadline: UInt64? {
+        // Cancelled timers stay until they are due; they cost a wake-up at most.
+        self.entries.first?.deadline
+    }
+
+    mutating func insert(_ entry: TimerEntry) {
+        self.entries.append(entry)
+        var child = self.entries.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard self.entries[child].isEarlier(than: self.entries[parent]) else { break }
+            self.entries.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func popExpired(now: UInt64) -> TimerEntry? {
+        guard let first = self.entries.first, first.deadline <= now else { return nil }
+        let last = self.entries.removeLast()
+        guard !self.entries.isEmpty else { return first }
+        self.entries[0] = last
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1
+            let right = left + 1
+            var smallest = parent
+            if left < self.entries.count, self.entries[left].isEarlier(than: self.entries[smallest]) { smallest = left }
+            if right < self.entries.count, self.entries[right].isEarlier(than: self.entries[smallest]) { smallest = right }
+            guard smallest != parent else { break }
+            self.entries.swapAt(parent, smallest)
+            parent = smallest
+        }
+        return first
+    }
+
+    mutating func removeAll() -> [TimerEntry] {
+        defer { self.entries.removeAll() }
+        return self.entries
+    }
+}

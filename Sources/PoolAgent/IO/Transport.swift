@@ -1,0 +1,326 @@
+// One connected socket on the IOLoop: reads handed to a delegate, writes queued and sent per flush, optional TLS.
+
+import CPoolIO
+import NIOCore
+import NIOSSL
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Receives a transport's events on the loop.
+protocol TransportDelegate: AnyObject {
+    /// Bytes arrived (decrypted when TLS is on).
+    func transportRead(_ buffer: ByteBuffer)
+    /// Queued output fell back under the low watermark after the transport was not writable.
+    func transportWritable()
+    /// The socket is closed: by the peer, by an error (`error` says which) or by `close()`. Called once,
+    /// after the call that closed it has returned.
+    func transportClosed(error: String?)
+}
+
+/// A connected, non-blocking socket driven by the loop.
+///
+/// A read makes one `read(2)` into the loop's scratch space and hands the delegate a buffer of exactly the
+/// bytes read; the delegate may keep it. Writes are queued until `flush`, which sends them with one
+/// `write(2)` or `writev(2)`; what the kernel does not take waits for EPOLLOUT. The transport reports
+/// itself not writable above `highWatermark` queued bytes, and writable again under `lowWatermark`.
+final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop thread.
+    static let highWatermark = 256 << 10
+    static let lowWatermark = 64 << 10
+    static let allocator = ByteBufferAllocator()
+    private static let maximumIOVectors = 64
+
+    private(set) var fd: Int32
+    let loop: IOLoop
+    weak var delegate: (any TransportDelegate)?
+    private var output: [ByteBuffer] = []
+    private var outputBytes = 0
+    private var reading = true
+    private var waitingForWritable = false
+    private var reportedUnwritable = false
+    private var closeWhenFlushed = false
+    private var tls: TLSLayer?
+
+    var allocator: ByteBufferAllocator { Self.allocator }
+    var isOpen: Bool { self.fd >= 0 }
+    var isWritable: Bool { self.outputBytes < Self.highWatermark }
+    var usesTLS: Bool { self.tls != nil }
+
+    /// Takes ownership of `fd`, which must be connected; it is made non-blocking and watched for reads.
+    init(fd: Int32, loop: IOLoop, noDelay: Bool) throws(IOError) {
+        self.fd = fd
+        self.loop = loop
+        guard cpoolio_set_nonblocking(fd) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw IOError(errnoCode: code, reason: "fcntl(O_NONBLOCK)")
+        }
+        if noDelay { _ = cpoolio_set_nodelay(fd) }
+    }
+
+    /// Starts watching the socket.
+    func register() throws(IOError) {
+        do {
+            try self.loop.register(self.fd, handler: self, events: UInt32(CPOOLIO_IN))
+        } catch {
+            Glibc.close(self.fd)
+            self.fd = -1
+            throw error
+        }
+    }
+
+    // MARK: Reading
+
+    func ioReady(_ events: UInt32) {
+        if events & UInt32(CPOOLIO_OUT) != 0 {
+            self.writeQueued()
+        }
+        if self.fd >= 0, events & UInt32(CPOOLIO_IN | CPOOLIO_HUP | CPOOLIO_ERR) != 0, self.reading {
+            self.readOnce()
+        } else if self.fd >= 0, events & UInt32(CPOOLIO_HUP | CPOOLIO_ERR) != 0 {
+            // Not reading, but the socket is gone both ways: nothing more can be sent or received.
+            self.fail(events & UInt32(CPOOLIO_ERR) != 0 ? "connection error" : "connection closed by the peer")
+        }
+    }
+
+    private func readOnce() {
+        let count = IOScratch.shared.withBuffer { scratch -> Int in
+            read(self.fd, scratch.baseAddress, scratch.count)
+        }
+        if count > 0 {
+            var buffer = Self.allocator.buffer(capacity: count)
+            IOScratch.shared.withBuffer { scratch in
+                _ = buffer.writeBytes(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
+            }
+            if let tls = self.tls {
+                self.readEncrypted(buffer, tls: tls)
+            } else {
+                self.delegate?.transportRead(buffer)
+            }
+        } else if count == 0 {
+            self.closeNow(error: nil)
+        } else {
+            let code = errno
+            if code == EAGAIN || code == EWOULDBLOCK || code == EINTR { return }
+            self.fail(String(cString: strerror(code)))
+        }
+    }
+
+    /// Turns reading on or off; only a change costs a system call.
+    func setReading(_ on: Bool) {
+        guard on != self.reading, self.fd >= 0 else { return }
+        self.reading = on
+        self.updateInterest()
+    }
+
+    private func updateInterest() {
+        var events: UInt32 = 0
+        if self.reading { events |= UInt32(CPOOLIO_IN) }
+        if self.waitingForWritable { events |= UInt32(CPOOLIO_OUT) }
+        self.loop.modify(self.fd, events: events)
+    }
+
+    // MARK: Writing
+
+    /// Queues `buffer`; `flush` sends it.
+    func write(_ buffer: ByteBuffer) {
+        guard self.fd >= 0, !self.closeWhenFlushed, buffer.readableBytes > 0 else { return }
+        if let tls = self.tls {
+            tls.write(buffer)
+            return
+        }
+        self.output.append(buffer)
+        self.outputBytes += buffer.readableBytes
+        if self.outputBytes >= Self.highWatermark { self.reportedUnwritable = true }
+    }
+
+    func flush() {
+        guard self.fd >= 0 else { return }
+        if let tls = self.tls {
+            for cipher in tls.flush() {
+                self.output.append(cipher)
+                self.outputBytes += cipher.readableBytes
+            }
+            if self.outputBytes >= Self.highWatermark { self.reportedUnwritable = true }
+        }
+        guard !self.waitingForWritable else { return }
+        self.writeQueued()
+    }
+
+    func writeAndFlush(_ buffer: ByteBuffer) {
+        self.write(buffer)
+        self.flush()
+    }
+
+    /// Sends what is queued until done or the kernel is full.
+    private func writeQueued() {
+        while !self.output.isEmpty, self.fd >= 0 {
+            let written: Int
+            if self.output.count == 1 {
+                written = self.output[0].withUnsafeReadableBytes { Glibc.write(self.fd, $0.baseAddress, $0.count) }
+            } else {
+                written = self.writeVector()
+            }
+            if written < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code == EAGAIN || code == EWOULDBLOCK {
+                    self.awaitWritable()
+                    return
+                }
+                self.fail(String(cString: strerror(code)))
+                return
+            }
+            self.consume(written)
+        }
+        guard self.fd >= 0 else { return }
+        if self.waitingForWritable {
+            self.waitingForWritable = false
+            self.updateInterest()
+        }
+        if self.reportedUnwritable, self.outputBytes < Self.lowWatermark {
+            self.reportedUnwritable = false
+            self.delegate?.transportWritable()
+        }
+        if self.closeWhenFlushed, self.output.isEmpty { self.closeNow(error: nil) }
+    }
+
+    private func writeVector() -> Int {
+        let count = min(self.output.count, Self.maximumIOVectors)
+        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { vectors -> Int in
+            // The buffers stay alive in `output` for the call; their storage does not move.
+            for index in 0..<count {
+                self.output[index].withUnsafeReadableBytes { bytes in
+                    vectors[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                }
+            }
+            return writev(self.fd, vectors.baseAddress, Int32(count))
+        }
+    }
+
+    private func consume(_ written: Int) {
+        var left = written
+        self.outputBytes -= written
+        var done = 0
+        while left > 0, done < self.output.count {
+            let size = self.output[done].readableBytes
+            if size <= left {
+                left -= size
+                done += 1
+            } else {
+                self.output[done].moveReaderIndex(forwardBy: left)
+                left = 0
+            }
+        }
+        if done == self.output.count {
+            self.output.removeAll(keepingCapacity: self.output.count <= 4)
+        } else if done > 0 {
+            self.output.removeFirst(done)
+        }
+    }
+
+    private func awaitWritable() {
+        guard !self.waitingForWritable else { return }
+        self.waitingForWritable = true
+        self.updateInterest()
+    }
+
+    // MARK: TLS
+
+    /// Everything read and written from now on is TLS; the peer's ClientHello comes next.
+    func startTLS(context: NIOSSLContext) throws {
+        self.tls = try TLSLayer(context: context)
+    }
+
+    private func readEncrypted(_ cipher: ByteBuffer, tls: TLSLayer) {
+        let result = tls.decrypt(cipher)
+        for plain in result.plaintext {
+            guard self.fd >= 0 else { return }
+            self.delegate?.transportRead(plain)
+        }
+        guard self.fd >= 0 else { return }
+        // Handshake messages and alerts go out at once.
+        self.flush()
+        if let error = result.error {
+            self.fail("TLS: \(error)")
+        } else if result.closed {
+            self.close()
+        }
+    }
+
+    // MARK: Closing
+
+    /// Sends what is queued, then closes; gives up on a peer that does not read within five seconds.
+    func closeAfterFlush() {
+        guard self.fd >= 0 else { return }
+        self.flush()
+        guard self.fd >= 0, !self.output.isEmpty else {
+            self.close()
+            return
+        }
+        self.closeWhenFlushed = true
+        self.setReading(false)
+        _ = self.loop.scheduleTask(in: .seconds(5)) { [self] in self.close() }
+    }
+
+    func close() {
+        guard self.fd >= 0 else { return }
+        if let tls = self.tls {
+            // A close_notify, sent if the kernel takes it now.
+            for cipher in tls.close() {
+                _ = cipher.withUnsafeReadableBytes { Glibc.write(self.fd, $0.baseAddress, $0.count) }
+            }
+        }
+        self.closeNow(error: nil)
+    }
+
+    private func fail(_ error: String) {
+        self.closeNow(error: error)
+    }
+
+    private func closeNow(error: String?) {
+        guard self.fd >= 0 else { return }
+        self.loop.deregister(self.fd)
+        Glibc.close(self.fd)
+        self.fd = -1
+        self.output.removeAll()
+        self.outputBytes = 0
+        self.tls = nil
+        self.loop.executeSoon { [self] in self.delegate?.transportClosed(error: error) }
+    }
+
+    // MARK: Peer
+
+    /// Address family, address bytes (4 or 16; none for a Unix socket) and port of the peer.
+    func peerAddress() -> (family: Int32, address: [UInt8], port: Int)? {
+        var family: Int32 = 0
+        var port: Int32 = 0
+        var bytes = [UInt8](repeating: 0, count: 16)
+        guard cpoolio_peer_address(self.fd, &family, &bytes, &port) == 0 else { return nil }
+        switch family {
+        case AF_INET: return (family, Array(bytes[0..<4]), Int(port))
+        case AF_INET6: return (family, bytes, Int(port))
+        default: return (family, [], 0)
+        }
+    }
+
+    /// SO_PEERCRED, for peer authentication on the Unix socket.
+    func peerCredentials() throws(IOError) -> PeerCredentials {
+        var credentials = PeerCredentials()
+        guard cpoolio_peer_credentials(self.fd, &credentials.pid, &credentials.uid, &credentials.gid) == 0 else {
+            throw IOError(errnoCode: errno, reason: "getsockopt(SO_PEERCRED)")
+        }
+        return credentials
+    }
+}
+
+/// The loop thread's read space: every read lands here first and is copied out at its exact size.
+final class IOScratch: @unchecked Sendable {  // Used only on the loop thread.
+    static let shared = IOScratch()
+    private let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+
+    func withBuffer<T>(_ body: (UnsafeMutableRawBufferPointer) -> T) -> T {
+        body(self.storage)
+    }
+}
