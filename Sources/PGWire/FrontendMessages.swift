@@ -115,3 +115,33 @@ extension BackendMessageID {
     public static let noData: UInt8 = 0x6E  // 'n'
     public static let portalSuspended: UInt8 = 0x73  // 's'
 }
+
+// MARK: Peeking at names
+
+// Transaction mode rewrites only named statements; these tell from the first bytes of a body whether a
+// message names one, so the unnamed ones (most drivers' extended protocol) pass without being decoded.
+
+extension ParseMessage {
+    /// True when the Parse in `body` prepares the unnamed statement.
+    public static func isUnnamed(_ body: ByteBuffer) -> Bool {
+        body.getInteger(at: body.readerIndex, as: UInt8.self) == 0
+    }
+}
+
+extension BindMessage {
+    /// True when the Bind in `body` binds the unnamed statement; false also when the body is malformed.
+    public static func bindsUnnamedStatement(_ body: ByteBuffer) -> Bool {
+        guard let portalEnd = body.readableBytesView.firstIndex(of: 0) else { return false }
+        return body.getInteger(at: portalEnd + 1, as: UInt8.self) == 0
+    }
+}
+
+extension TargetMessage {
+    /// True when the Describe or Close in `body` targets a named prepared statement.
+    public static func namesStatement(_ body: ByteBuffer) -> Bool {
+        guard let kind = body.getInteger(at: body.readerIndex, as: UInt8.self),
+            let first = body.getInteger(at: body.readerIndex + 1, as: UInt8.self)
+        else { return false }
+        return kind == Self.statement && first != 0
+    }
+}

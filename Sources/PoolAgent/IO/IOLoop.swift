@@ -31,6 +31,8 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private var timerSequence: UInt64 = 0
     private var handlers: [(any IOHandler)?] = []
     private var stopping = false
+    /// The time the current event started being handled: one clock read per event for the whole data path.
+    private(set) var time: ContinuousClock.Instant = .now
     /// Whether the thread has ended, and who waits for it to.
     private let lifecycle = NIOLockedValueBox<(finished: Bool, callbacks: [(DispatchQueue, @Sendable ((any Error)?) -> Void)])>((false, []))
 
@@ -109,6 +111,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
                     }
                     let fd = Int(event.token)
                     if fd < self.handlers.count, let handler = self.handlers[fd] {
+                        self.time = .now
                         handler.ioReady(event.events)
                     }
                 }
@@ -134,6 +137,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
 
     private func runTimers() {
         guard self.timers.nextDeadline != nil else { return }
+        self.time = .now
         let now = NIODeadline.now().uptimeNanoseconds
         while let entry = self.timers.popExpired(now: now) {
             if !entry.cancelled { entry.run() }
@@ -141,6 +145,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     }
 
     private func runTasks() {
+        self.time = .now
         // Tasks may queue more tasks: those run in the next turn, after I/O.
         let remote = self.remote.withLockedValue { state -> [@Sendable () -> Void] in
             state.woken = false

@@ -21,8 +21,8 @@ protocol TransportDelegate: AnyObject {
 
 /// A connected, non-blocking socket driven by the loop.
 ///
-/// A read makes one `read(2)` into the loop's scratch space and hands the delegate a buffer of exactly the
-/// bytes read; the delegate may keep it. Writes are queued until `flush`, which sends them with one
+/// A read makes one `read(2)` into the loop's read buffer and hands the delegate a slice of it: what the
+/// delegate keeps beyond the call it copies (`detached`), so the next read reuses the same memory. Writes are queued until `flush`, which sends them with one
 /// `write(2)` or `writev(2)`; what the kernel does not take waits for EPOLLOUT. The transport reports
 /// itself not writable above `highWatermark` queued bytes, and writable again under `lowWatermark`.
 final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop thread.
@@ -33,7 +33,9 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
 
     private(set) var fd: Int32
     let loop: IOLoop
-    weak var delegate: (any TransportDelegate)?
+    /// Held strongly while the socket is open (the session or server lives as long as its socket); let go
+    /// once it has been told the socket closed.
+    var delegate: (any TransportDelegate)?
     private var output: [ByteBuffer] = []
     private var outputBytes = 0
     private var reading = true
@@ -66,6 +68,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         } catch {
             Glibc.close(self.fd)
             self.fd = -1
+            self.delegate = nil
             throw error
         }
     }
@@ -85,14 +88,14 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     }
 
     private func readOnce() {
-        let count = IOScratch.shared.withBuffer { scratch -> Int in
-            read(self.fd, scratch.baseAddress, scratch.count)
+        var buffer = IOReadBuffer.shared.take()
+        var count = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
+            count = read(self.fd, space.baseAddress, space.count)
+            return max(count, 0)
         }
+        defer { IOReadBuffer.shared.give(back: buffer) }
         if count > 0 {
-            var buffer = Self.allocator.buffer(capacity: count)
-            IOScratch.shared.withBuffer { scratch in
-                _ = buffer.writeBytes(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
-            }
             if let tls = self.tls {
                 self.readEncrypted(buffer, tls: tls)
             } else {
@@ -130,7 +133,8 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             tls.write(buffer)
             return
         }
-        self.output.append(buffer)
+        // Output that waits for the peer must not hold the loop's read buffer.
+        self.output.append(self.waitingForWritable ? buffer.detached : buffer)
         self.outputBytes += buffer.readableBytes
         if self.outputBytes >= Self.highWatermark { self.reportedUnwritable = true }
     }
@@ -222,6 +226,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
 
     private func awaitWritable() {
         guard !self.waitingForWritable else { return }
+        self.output = self.output.map(\.detached)
         self.waitingForWritable = true
         self.updateInterest()
     }
@@ -287,7 +292,11 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         self.output.removeAll()
         self.outputBytes = 0
         self.tls = nil
-        self.loop.executeSoon { [self] in self.delegate?.transportClosed(error: error) }
+        self.loop.executeSoon { [self] in
+            let delegate = self.delegate
+            self.delegate = nil
+            delegate?.transportClosed(error: error)
+        }
     }
 
     // MARK: Peer
@@ -315,12 +324,30 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     }
 }
 
-/// The loop thread's read space: every read lands here first and is copied out at its exact size.
-final class IOScratch: @unchecked Sendable {  // Used only on the loop thread.
-    static let shared = IOScratch()
-    private let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+/// The loop thread's read buffer, reused by every read while nobody keeps a slice of it.
+final class IOReadBuffer: @unchecked Sendable {  // Used only on the loop thread.
+    static let shared = IOReadBuffer()
+    static let capacity = 64 << 10
+    private var buffer: ByteBuffer? = Transport.allocator.buffer(capacity: IOReadBuffer.capacity)
 
-    func withBuffer<T>(_ body: (UnsafeMutableRawBufferPointer) -> T) -> T {
-        body(self.storage)
+    /// The buffer, empty; its memory is new only when a slice of the last read is still held somewhere.
+    func take() -> ByteBuffer {
+        guard var buffer = self.buffer else { return Transport.allocator.buffer(capacity: Self.capacity) }
+        self.buffer = nil
+        buffer.clear()
+        return buffer
+    }
+
+    func give(back buffer: ByteBuffer) {
+        self.buffer = buffer
+    }
+}
+
+extension ByteBuffer {
+    /// The readable bytes in storage of their own, for keeping beyond a read without holding the read buffer.
+    var detached: ByteBuffer {
+        var copy = Transport.allocator.buffer(capacity: self.readableBytes)
+        copy.writeImmutableBuffer(self)
+        return copy
     }
 }

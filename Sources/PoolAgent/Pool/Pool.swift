@@ -308,8 +308,9 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     func acquire(for client: ClientSession) {
         self.stats.checkouts += 1
         self.waiters[client.id] = client
-        self.waitingSince[client.id] = .now
-        self.perform(self.machine.leaseRequested(client.id, now: .now))
+        let now = self.eventLoop.time
+        self.waitingSince[client.id] = now
+        self.perform(self.machine.leaseRequested(client.id, now: now))
     }
 
     /// A waiting client went away before it got a server.
@@ -323,7 +324,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     func release(_ server: ServerConnection, reusable: Bool, reason: String?) {
         if !reusable, let reason { server.noteCloseReason(reason) }
         self.stats.releases += 1
-        self.perform(self.machine.connectionReleased(server.id, reusable: reusable, now: .now))
+        self.perform(self.machine.connectionReleased(server.id, reusable: reusable, now: self.eventLoop.time))
     }
 
     func serverClosed(_ server: ServerConnection) {
@@ -393,13 +394,13 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// `pre_ping_after`; a dead one is discarded and the client asks again, without seeing an error.
     private func hand(_ server: ServerConnection, to client: ClientSession) {
         if let since = self.waitingSince.removeValue(forKey: client.id) {
-            let waited = since.duration(to: .now)
+            let waited = since.duration(to: self.eventLoop.time)
             self.stats.waitTime.record(waited)
             self.windowWait.record(waited)
         }
         self.noteLoad()
         self.stats.overflowPeak = max(self.stats.overflowPeak, self.openCount - self.configuration.size)
-        guard let after = self.settings.prePingAfter, server.lastUsedAt.duration(to: .now) >= after else {
+        guard let after = self.settings.prePingAfter, server.lastUsedAt.duration(to: self.eventLoop.time) >= after else {
             server.link(to: client)
             client.serverAssigned(server)
             return

@@ -111,7 +111,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         precondition(self.state == .idle, "linking a server that is \(self.state)")
         self.state = .linked
         self.client = client
-        self.lastUsedAt = .now
+        self.lastUsedAt = self.pool.eventLoop.time
     }
 
     /// True when nothing is in flight and no transaction is open: transaction mode may hand it on.
@@ -164,7 +164,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             return
         }
         if reusable { self.state = .idle }
-        self.lastUsedAt = .now
+        self.lastUsedAt = self.pool.eventLoop.time
         self.pool.release(self, reusable: reusable, reason: reason)
     }
 
@@ -221,14 +221,14 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     /// Notes that a request starts now if nothing was in flight, for `query_timeout` and the histograms.
     func requestStarted() {
         guard self.busySince == nil else { return }
-        let now = ContinuousClock.now
+        let now = self.pool.eventLoop.time
         self.busySince = now
         if self.transactionStartedAt == nil { self.transactionStartedAt = now }
     }
 
     /// Everything sent has been answered: a query (or pipeline) is done, and a transaction if idle now.
     private func requestFinished() {
-        let now = ContinuousClock.now
+        let now = self.pool.eventLoop.time
         if let since = self.busySince {
             self.pool.stats.queries += 1
             self.pool.stats.queryTime.record(since.duration(to: now))
