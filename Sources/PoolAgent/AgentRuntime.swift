@@ -3,6 +3,7 @@
 import ControlRPC
 import Logging
 import NIOCore
+import PoolCore
 import NIOPosix
 import PGWire
 
@@ -19,7 +20,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     private var nextClientID = 0
     private var nextServerID = 0
     private(set) var isShuttingDown = false
-    let startedAt: ContinuousClock.Instant = .now
+    let startedAt: Moment = .now
     private var random = SystemRandomNumberGenerator()
     /// Runs when the last client and server are gone during a graceful shutdown.
     var onDrained: (() -> Void)?
@@ -121,7 +122,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// Once a second: clients idle too long (outright or inside a transaction) are disconnected, and
     /// requests running past `query_timeout` are cancelled.
     private func sweep() {
-        let now = ContinuousClock.now
+        let now = Moment.now
         for client in self.clients.values {
             guard let pool = client.pool, client.state == .active else { continue }
             let idle = client.lastActivity.duration(to: now)

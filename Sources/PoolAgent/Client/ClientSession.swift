@@ -62,9 +62,9 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     /// Named prepared statements of this client (transaction mode), by the client's name.
     var statements: [String: ClientStatement] = [:]
     private var loginTimer: Scheduled<Void>?
-    let connectedAt: ContinuousClock.Instant = .now
+    let connectedAt: Moment = .now
     /// The last time the client sent anything, for `client_idle_timeout` and `idle_in_transaction_timeout`.
-    private(set) var lastActivity: ContinuousClock.Instant = .now
+    private(set) var lastActivity: Moment = .now
     private(set) var peer = "unknown"
     /// The peer without its port, for messages to the client.
     private var peerHost = "unknown"

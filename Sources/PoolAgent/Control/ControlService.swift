@@ -195,7 +195,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
     private var agentStats: JSONValue {
         [
             "version": .string(PoolAgentVersion.current),
-            "uptime_s": JSONValue((ContinuousClock.now - self.runtime.startedAt).seconds),
+            "uptime_s": JSONValue((Moment.now - self.runtime.startedAt).seconds),
             "clients": JSONValue(self.runtime.clients.count),
             "shutting_down": .bool(self.runtime.isShuttingDown),
         ]
@@ -309,7 +309,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
         let pools = try self.pools(params)
         let deadline = try params.seconds("deadline_s")
         let loop = self.runtime.eventLoop
-        let started = ContinuousClock.now
+        let started = Moment.now
         var results: [(name: String, servers: Int, busy: Int)] = []
         var futures: [EventLoopFuture<Void>] = []
         for pool in pools {
@@ -333,7 +333,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                 promise.fail(RPCError(code: ControlError.conflict, message: "Conflicting operation", data: ["reason": "resumed before the drain finished"]))
                 return
             }
-            let elapsed = ContinuousClock.now - started
+            let elapsed = Moment.now - started
             for pool in pools { self.runtime.emit("drain", ["pool": .string(pool.name), "phase": "finished", "elapsed_ms": JSONValue(elapsed.seconds * 1000)]) }
             promise.succeed([
                 "pools": .array(drained.map { ["pool": .string($0.name), "servers_closed": JSONValue($0.servers), "waited_for_busy": JSONValue($0.busy)] }),
@@ -370,7 +370,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
     }
 
     private func health() -> JSONValue {
-        let now = ContinuousClock.now
+        let now = Moment.now
         var statuses: [String] = []
         let pools: [JSONValue] = self.runtime.pools.values.sorted { $0.name < $1.name }.map { pool in
             let status = pool.health
@@ -388,7 +388,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
     }
 
     private func listClients(_ pools: [Pool]) -> JSONValue {
-        let now = ContinuousClock.now
+        let now = Moment.now
         let selected = Set(pools.map(\.name))
         let clients = self.runtime.clients.values
             .filter { $0.pool.map { selected.contains($0.name) } ?? (pools.count == self.runtime.pools.count) }
@@ -411,7 +411,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
     }
 
     private func listServers(_ pools: [Pool]) -> JSONValue {
-        let now = ContinuousClock.now
+        let now = Moment.now
         var servers: [JSONValue] = []
         for pool in pools {
             for server in pool.servers.values.sorted(by: { $0.id < $1.id }) {

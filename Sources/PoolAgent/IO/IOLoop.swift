@@ -4,6 +4,7 @@ import CPoolIO
 import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore
+import PoolCore
 
 #if canImport(Glibc)
 import Glibc
@@ -32,7 +33,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private var handlers: [(any IOHandler)?] = []
     private var stopping = false
     /// The time the current event started being handled: one clock read per event for the whole data path.
-    private(set) var time: ContinuousClock.Instant = .now
+    private(set) var time: Moment = .now
     /// Whether the thread has ended, and who waits for it to.
     private let lifecycle = NIOLockedValueBox<(finished: Bool, callbacks: [(DispatchQueue, @Sendable ((any Error)?) -> Void)])>((false, []))
 
@@ -102,6 +103,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
                 timeout = -1
             }
             let count = events.withUnsafeMutableBufferPointer { cpoolio_epoll_wait(self.epollFD, $0.baseAddress, Int32($0.count), timeout) }
+            if count <= 0 { self.time = .now }
             if count > 0 {
                 for index in 0..<Int(count) {
                     let event = events[index]
@@ -136,26 +138,27 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     }
 
     private func runTimers() {
-        guard self.timers.nextDeadline != nil else { return }
-        self.time = .now
-        let now = NIODeadline.now().uptimeNanoseconds
+        // NIODeadline and Moment both count CLOCK_MONOTONIC nanoseconds: the last event's time will do.
+        guard let next = self.timers.nextDeadline, next <= UInt64(self.time.nanoseconds) else { return }
+        let now = UInt64(self.time.nanoseconds)
         while let entry = self.timers.popExpired(now: now) {
             if !entry.cancelled { entry.run() }
         }
     }
 
     private func runTasks() {
-        self.time = .now
         // Tasks may queue more tasks: those run in the next turn, after I/O.
-        let remote = self.remote.withLockedValue { state -> [@Sendable () -> Void] in
+        var remote: [@Sendable () -> Void] = []
+        self.remote.withLockedValue { state in
             state.woken = false
-            defer { state.tasks.removeAll(keepingCapacity: true) }
-            return state.tasks
+            if !state.tasks.isEmpty { swap(&remote, &state.tasks) }
         }
+        guard !remote.isEmpty || !self.local.isEmpty else { return }
+        self.time = .now
         for task in remote { task() }
         if !self.local.isEmpty {
-            let local = self.local
-            self.local.removeAll(keepingCapacity: true)
+            var local: [() -> Void] = []
+            swap(&local, &self.local)
             for task in local { task() }
         }
     }

@@ -21,15 +21,17 @@ protocol TransportDelegate: AnyObject {
 
 /// A connected, non-blocking socket driven by the loop.
 ///
-/// A read makes one `read(2)` into the loop's read buffer and hands the delegate a slice of it: what the
+/// A read makes one `recv(2)` into the loop's read buffer and hands the delegate a slice of it: what the
 /// delegate keeps beyond the call it copies (`detached`), so the next read reuses the same memory. Writes are queued until `flush`, which sends them with one
-/// `write(2)` or `writev(2)`; what the kernel does not take waits for EPOLLOUT. The transport reports
+/// `send(2)` or `sendmsg(2)` (socket calls skip the file layer that `read`/`write` go through, and
+/// MSG_NOSIGNAL turns a vanished peer into EPIPE, not SIGPIPE); what the kernel does not take waits for EPOLLOUT. The transport reports
 /// itself not writable above `highWatermark` queued bytes, and writable again under `lowWatermark`.
 final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop thread.
     static let highWatermark = 256 << 10
     static let lowWatermark = 64 << 10
     static let allocator = ByteBufferAllocator()
     private static let maximumIOVectors = 64
+    private static let sendFlags = Int32(MSG_NOSIGNAL)
 
     private(set) var fd: Int32
     let loop: IOLoop
@@ -91,7 +93,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         var buffer = IOReadBuffer.shared.take()
         var count = 0
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
-            count = read(self.fd, space.baseAddress, space.count)
+            count = recv(self.fd, space.baseAddress, space.count, 0)
             return max(count, 0)
         }
         defer { IOReadBuffer.shared.give(back: buffer) }
@@ -162,7 +164,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         while !self.output.isEmpty, self.fd >= 0 {
             let written: Int
             if self.output.count == 1 {
-                written = self.output[0].withUnsafeReadableBytes { Glibc.write(self.fd, $0.baseAddress, $0.count) }
+                written = self.output[0].withUnsafeReadableBytes { send(self.fd, $0.baseAddress, $0.count, Self.sendFlags) }
             } else {
                 written = self.writeVector()
             }
@@ -199,7 +201,10 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
                     vectors[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
                 }
             }
-            return writev(self.fd, vectors.baseAddress, Int32(count))
+            var message = msghdr()
+            message.msg_iov = vectors.baseAddress
+            message.msg_iovlen = count
+            return sendmsg(self.fd, &message, Self.sendFlags)
         }
     }
 
@@ -274,7 +279,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         if let tls = self.tls {
             // A close_notify, sent if the kernel takes it now.
             for cipher in tls.close() {
-                _ = cipher.withUnsafeReadableBytes { Glibc.write(self.fd, $0.baseAddress, $0.count) }
+                _ = cipher.withUnsafeReadableBytes { send(self.fd, $0.baseAddress, $0.count, Self.sendFlags) }
             }
         }
         self.closeNow(error: nil)

@@ -7,7 +7,7 @@ import PGWire
 import PoolCore
 
 final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
-    typealias Machine = PoolStateMachine<Int, Int, ContinuousClock.Instant>
+    typealias Machine = PoolStateMachine<Int, Int, Moment>
 
     private(set) var settings: PoolSettings
     let eventLoop: IOLoop
@@ -17,7 +17,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     private(set) var servers: [Int: ServerConnection] = [:]
     private var waiters: [Int: ClientSession] = [:]
     /// When each waiting client asked, for the wait-time histogram.
-    private var waitingSince: [Int: ContinuousClock.Instant] = [:]
+    private var waitingSince: [Int: Moment] = [:]
     /// One timer for the whole wait queue, set for the earliest deadline.
     private var waitTimer: Scheduled<Void>?
     private let logger: Logger
@@ -28,7 +28,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// ParameterStatus values of a fresh server of this pool, for transaction-mode logins.
     private(set) var defaultParameters: [String: String]?
     private(set) var lastError: String?
-    private(set) var lastContact: ContinuousClock.Instant?
+    private(set) var lastContact: Moment?
     private var maintenanceTask: RepeatedTask?
     private var drainPromises: [EventLoopPromise<Void>] = []
     /// Tells the agent a server closed or failed to open, so a shutdown can finish when the last is gone.
@@ -37,7 +37,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     var onServerClosed: ((ServerConnection) -> Void)?
     /// Tells the agent the upstream went down (with libpq's message) or came back.
     var onUpstreamChange: ((Bool, String?) -> Void)?
-    private(set) var lastErrorAt: ContinuousClock.Instant?
+    private(set) var lastErrorAt: Moment?
 
     init(settings: PoolSettings, eventLoop: IOLoop, threadPool: NIOThreadPool, logger: Logger, nextServerID: @escaping () -> Int) throws {
         self.settings = settings
@@ -394,9 +394,9 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// `pre_ping_after`; a dead one is discarded and the client asks again, without seeing an error.
     private func hand(_ server: ServerConnection, to client: ClientSession) {
         if let since = self.waitingSince.removeValue(forKey: client.id) {
-            let waited = since.duration(to: self.eventLoop.time)
-            self.stats.waitTime.record(waited)
-            self.windowWait.record(waited)
+            let waited = since.microseconds(to: self.eventLoop.time)
+            self.stats.waitTime.record(microseconds: waited)
+            self.windowWait.record(microseconds: waited)
         }
         self.noteLoad()
         self.stats.overflowPeak = max(self.stats.overflowPeak, self.openCount - self.configuration.size)
@@ -427,8 +427,8 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         client.poolRefused(error)
     }
 
-    private func scheduleWaitTimer(at deadline: ContinuousClock.Instant) {
-        let delay = max(.zero, ContinuousClock.now.duration(to: deadline))
+    private func scheduleWaitTimer(at deadline: Moment) {
+        let delay = max(.zero, Moment.now.duration(to: deadline))
         self.waitTimer = self.eventLoop.scheduleTask(in: delay.timeAmount + .milliseconds(1)) { [self] in
             self.waitTimer = nil
             let (expired, next) = self.machine.expireWaiters(now: .now)

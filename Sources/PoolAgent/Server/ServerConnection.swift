@@ -2,6 +2,7 @@
 
 import Logging
 import NIOCore
+import PoolCore
 import NIOPosix
 import PGWire
 
@@ -29,8 +30,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     let link: UpstreamLink
     /// The server's socket, a duplicate of libpq's; set by `attach`.
     private(set) var transport: Transport!
-    let createdAt: ContinuousClock.Instant
-    var lastUsedAt: ContinuousClock.Instant
+    let createdAt: Moment
+    var lastUsedAt: Moment
     private(set) var state: State = .opening
     /// Current ParameterStatus values of this backend.
     private(set) var parameters: [String: String]
@@ -59,16 +60,18 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     private var releaseAfterCancel: (reusable: Bool, reason: String?)?
     private var scanner: MessageScanner
     private var internalQuery: InternalQuery?
-    private(set) weak var client: ClientSession?
+    /// The linked client; cleared when it leaves or the server closes (a strong reference: no side table
+    /// on every session, whose reference counting is on the hot path).
+    private(set) var client: ClientSession?
     private(set) var closeReason: String?
     /// The server (or the network) closed the connection, not the agent.
     private(set) var closedByServer = false
     /// The server closed while idle in the pool: it was dead before anyone used it.
     private(set) var diedWhileIdle = false
     /// When the current request started (outstanding went from zero), for `query_timeout`.
-    private(set) var busySince: ContinuousClock.Instant?
+    private(set) var busySince: Moment?
     /// When the current transaction's first request started.
-    private var transactionStartedAt: ContinuousClock.Instant?
+    private var transactionStartedAt: Moment?
     private let logger: Logger
     /// autoRead is off: the server is not read from until its client can take more.
     private var readingPaused = false
@@ -231,12 +234,12 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         let now = self.pool.eventLoop.time
         if let since = self.busySince {
             self.pool.stats.queries += 1
-            self.pool.stats.queryTime.record(since.duration(to: now))
+            self.pool.stats.queryTime.record(microseconds: since.microseconds(to: now))
         }
         self.busySince = nil
         if self.transactionStatus == .idle, let since = self.transactionStartedAt {
             self.pool.stats.transactions += 1
-            self.pool.stats.transactionTime.record(since.duration(to: now))
+            self.pool.stats.transactionTime.record(microseconds: since.microseconds(to: now))
             self.transactionStartedAt = nil
         }
     }
