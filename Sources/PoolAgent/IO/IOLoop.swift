@@ -31,6 +31,8 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private var timers = TimerHeap()
     private var timerSequence: UInt64 = 0
     private var handlers: [(any IOHandler)?] = []
+    /// Transports with output to send at the end of this turn.
+    private var pendingFlushes: [Transport] = []
     private var stopping = false
     /// The time the current event started being handled: one clock read per event for the whole data path.
     private(set) var time: Moment = .now
@@ -118,8 +120,10 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
                     }
                 }
             }
+            self.flushPending()
             self.runTimers()
             self.runTasks()
+            self.flushPending()
         }
         // Shutting down: what was queued still runs, what was scheduled fails.
         self.runTasks()
@@ -160,6 +164,25 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             var local: [() -> Void] = []
             swap(&local, &self.local)
             for task in local { task() }
+        }
+    }
+
+    func flushLater(_ transport: Transport) {
+        self.pendingFlushes.append(transport)
+    }
+
+    private func flushPending() {
+        guard !self.pendingFlushes.isEmpty else { return }
+        var flushes: [Transport] = []
+        swap(&flushes, &self.pendingFlushes)
+        // Servers first: a query reaching its backend sooner overlaps with the replies still to send.
+        for transport in flushes where transport.flushesFirst { transport.flushNow() }
+        for transport in flushes where !transport.flushesFirst { transport.flushNow() }
+        // Flushing can queue more (a closed socket's peer); those go in the same turn.
+        if !self.pendingFlushes.isEmpty { self.flushPending() }
+        if self.pendingFlushes.capacity < flushes.capacity {
+            flushes.removeAll(keepingCapacity: true)
+            swap(&flushes, &self.pendingFlushes)
         }
     }
 

@@ -44,6 +44,9 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     private var waitingForWritable = false
     private var reportedUnwritable = false
     private var closeWhenFlushed = false
+    private var flushPending = false
+    /// Sent before other transports at the end of a loop turn (server connections).
+    var flushesFirst = false
     private var tls: TLSLayer?
 
     var allocator: ByteBufferAllocator { Self.allocator }
@@ -150,7 +153,16 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             }
             if self.outputBytes >= Self.highWatermark { self.reportedUnwritable = true }
         }
-        guard !self.waitingForWritable else { return }
+        guard !self.waitingForWritable, !self.flushPending, !self.output.isEmpty else { return }
+        // Sent when the loop has handled every ready socket: wake-ups of peers come together, at the end.
+        self.flushPending = true
+        self.loop.flushLater(self)
+    }
+
+    /// The loop's end-of-turn flush.
+    func flushNow() {
+        self.flushPending = false
+        guard self.fd >= 0, !self.waitingForWritable else { return }
         self.writeQueued()
     }
 
@@ -265,6 +277,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     func closeAfterFlush() {
         guard self.fd >= 0 else { return }
         self.flush()
+        self.flushNow()
         guard self.fd >= 0, !self.output.isEmpty else {
             self.close()
             return

@@ -461,6 +461,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         do {
             transport = try Transport(fd: link.socket, loop: self.eventLoop, noDelay: true)
             transport.delegate = server
+            transport.flushesFirst = true
             try transport.register()
         } catch {
             link.finish()
