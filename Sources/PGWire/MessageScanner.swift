@@ -81,10 +81,7 @@ public struct MessageScanner: Sendable {
 
     @usableFromInline
     mutating func holdBack(_ buffer: ByteBuffer, from index: Int) -> Step {
-        // A copy: the read buffer it came from is reused for the next read.
-        var held = ByteBufferAllocator().buffer(capacity: buffer.writerIndex - index)
-        held.writeImmutableBuffer(buffer.getSlice(at: index, length: buffer.writerIndex - index)!)
-        self.heldBack = held
+        self.heldBack = buffer.getSlice(at: index, length: buffer.writerIndex - index)
         return .end(forwardableEnd: index)
     }
 }

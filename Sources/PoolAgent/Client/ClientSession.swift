@@ -32,7 +32,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
 
     let id: Int
-    private unowned let runtime: AgentRuntime
+    /// The runtime outlives every session.
+    private unowned(unsafe) let runtime: AgentRuntime
     /// The client's socket; set by `start`.
     private var transport: Transport!
     /// The client came in on the Unix socket.
@@ -171,7 +172,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
                 return
             }
             guard let packet else {
-                if buffer.readableBytes > 0 { self.startupBuffer = buffer.detached }
+                if buffer.readableBytes > 0 { self.startupBuffer = buffer }
                 return
             }
             switch packet {
@@ -208,7 +209,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
                 self.close(reason: "cancel request handled")
                 return
             case .startup(let message):
-                if buffer.readableBytes > 0 { self.pendingInput = buffer.detached }
+                if buffer.readableBytes > 0 { self.pendingInput = buffer }
                 self.startupReceived(message)
                 return
             }
@@ -408,13 +409,13 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         }
         while self.state == .authenticating {
             if case .lookingUp? = self.exchange {
-                if buffer.readableBytes > 0 { self.authInput = buffer.detached }
+                if buffer.readableBytes > 0 { self.authInput = buffer }
                 return
             }
             guard buffer.readableBytes >= 5, let type = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
                 let length = buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self)
             else {
-                if buffer.readableBytes > 0 { self.authInput = buffer.detached }
+                if buffer.readableBytes > 0 { self.authInput = buffer }
                 return
             }
             if type == FrontendMessageID.terminate {
@@ -430,14 +431,14 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
                 return
             }
             guard buffer.readableBytes >= Int(length) + 1 else {
-                self.authInput = buffer.detached
+                self.authInput = buffer
                 return
             }
             buffer.moveReaderIndex(forwardBy: 5)
             var body = buffer.readSlice(length: Int(length) - 4)!
             if let pool = self.passwordMessage(&body) {
                 // Bytes pipelined after the last password message are the client's first requests.
-                if buffer.readableBytes > 0 { self.pendingInput = buffer.detached }
+                if buffer.readableBytes > 0 { self.pendingInput = buffer }
                 self.exchange = nil
                 self.state = .startup
                 self.loginAuthorized(pool: pool)
@@ -672,7 +673,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             }
             if cursor < pending.writerIndex { tail = pending.getSlice(at: cursor, length: pending.writerIndex - cursor) }
         }
-        self.pendingInput = tail?.detached
+        self.pendingInput = tail
         self.setReading(true)
         var buffer = self.transport.allocator.buffer(capacity: 128)
         let cancelled = ErrorResponse(.error, sqlState: "57014", message: "canceling statement due to user request")
@@ -729,8 +730,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
     private func holdPendingInput(_ input: ByteBuffer) {
         guard var pending = self.pendingInput else {
-            // The common case, one request while holding no server: its bytes only, not the loop's read buffer.
-            self.pendingInput = input.detached
+            // The common case, one request while holding no server: keep the read buffer as it is.
+            self.pendingInput = input
             return
         }
         pending.writeImmutableBuffer(input)

@@ -173,17 +173,20 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
 
     private func flushPending() {
         guard !self.pendingFlushes.isEmpty else { return }
-        var flushes: [Transport] = []
-        swap(&flushes, &self.pendingFlushes)
         // Servers first: a query reaching its backend sooner overlaps with the replies still to send.
-        for transport in flushes where transport.flushesFirst { transport.flushNow() }
-        for transport in flushes where !transport.flushesFirst { transport.flushNow() }
-        // Flushing can queue more (a closed socket's peer); those go in the same turn.
-        if !self.pendingFlushes.isEmpty { self.flushPending() }
-        if self.pendingFlushes.capacity < flushes.capacity {
-            flushes.removeAll(keepingCapacity: true)
-            swap(&flushes, &self.pendingFlushes)
+        var index = 0
+        while index < self.pendingFlushes.count {
+            let transport = self.pendingFlushes[index]
+            if transport.flushesFirst { transport.flushNow() }
+            index += 1
         }
+        // Then the rest, and whatever flushing queued meanwhile (`flushNow` skips what was sent).
+        index = 0
+        while index < self.pendingFlushes.count {
+            self.pendingFlushes[index].flushNow()
+            index += 1
+        }
+        self.pendingFlushes.removeAll(keepingCapacity: true)
     }
 
     // MARK: EventLoop

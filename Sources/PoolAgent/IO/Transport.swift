@@ -21,11 +21,13 @@ protocol TransportDelegate: AnyObject {
 
 /// A connected, non-blocking socket driven by the loop.
 ///
-/// A read makes one `recv(2)` into the loop's read buffer and hands the delegate a slice of it: what the
-/// delegate keeps beyond the call it copies (`detached`), so the next read reuses the same memory. Writes are queued until `flush`, which sends them with one
-/// `send(2)` or `sendmsg(2)` (socket calls skip the file layer that `read`/`write` go through, and
-/// MSG_NOSIGNAL turns a vanished peer into EPIPE, not SIGPIPE); what the kernel does not take waits for EPOLLOUT. The transport reports
-/// itself not writable above `highWatermark` queued bytes, and writable again under `lowWatermark`.
+/// A read makes one `recv(2)` into the loop's scratch space and hands the delegate a buffer of exactly the
+/// bytes read, which it may keep: output waits in queues until the end of the loop turn, so reads cannot
+/// share one buffer. Writes are queued; `flush` asks the loop to send them when it has handled every ready
+/// socket, with one `send(2)` or `sendmsg(2)` per transport (socket calls skip the file layer that
+/// `read`/`write` go through, and MSG_NOSIGNAL turns a vanished peer into EPIPE, not SIGPIPE). What the
+/// kernel does not take waits for EPOLLOUT. The transport reports itself not writable above
+/// `highWatermark` queued bytes, and writable again under `lowWatermark`.
 final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop thread.
     static let highWatermark = 256 << 10
     static let lowWatermark = 64 << 10
@@ -93,14 +95,11 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     }
 
     private func readOnce() {
-        var buffer = IOReadBuffer.shared.take()
-        var count = 0
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
-            count = recv(self.fd, space.baseAddress, space.count, 0)
-            return max(count, 0)
-        }
-        defer { IOReadBuffer.shared.give(back: buffer) }
+        let scratch = IOScratch.shared.space
+        let count = recv(self.fd, scratch.baseAddress, scratch.count, 0)
         if count > 0 {
+            var buffer = Self.allocator.buffer(capacity: count)
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
             if let tls = self.tls {
                 self.readEncrypted(buffer, tls: tls)
             } else {
@@ -138,8 +137,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             tls.write(buffer)
             return
         }
-        // Output that waits for the peer must not hold the loop's read buffer.
-        self.output.append(self.waitingForWritable ? buffer.detached : buffer)
+        self.output.append(buffer)
         self.outputBytes += buffer.readableBytes
         if self.outputBytes >= Self.highWatermark { self.reportedUnwritable = true }
     }
@@ -161,6 +159,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
 
     /// The loop's end-of-turn flush.
     func flushNow() {
+        guard self.flushPending else { return }
         self.flushPending = false
         guard self.fd >= 0, !self.waitingForWritable else { return }
         self.writeQueued()
@@ -243,7 +242,6 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
 
     private func awaitWritable() {
         guard !self.waitingForWritable else { return }
-        self.output = self.output.map(\.detached)
         self.waitingForWritable = true
         self.updateInterest()
     }
@@ -342,30 +340,8 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     }
 }
 
-/// The loop thread's read buffer, reused by every read while nobody keeps a slice of it.
-final class IOReadBuffer: @unchecked Sendable {  // Used only on the loop thread.
-    static let shared = IOReadBuffer()
-    static let capacity = 64 << 10
-    private var buffer: ByteBuffer? = Transport.allocator.buffer(capacity: IOReadBuffer.capacity)
-
-    /// The buffer, empty; its memory is new only when a slice of the last read is still held somewhere.
-    func take() -> ByteBuffer {
-        guard var buffer = self.buffer else { return Transport.allocator.buffer(capacity: Self.capacity) }
-        self.buffer = nil
-        buffer.clear()
-        return buffer
-    }
-
-    func give(back buffer: ByteBuffer) {
-        self.buffer = buffer
-    }
-}
-
-extension ByteBuffer {
-    /// The readable bytes in storage of their own, for keeping beyond a read without holding the read buffer.
-    var detached: ByteBuffer {
-        var copy = Transport.allocator.buffer(capacity: self.readableBytes)
-        copy.writeImmutableBuffer(self)
-        return copy
-    }
+/// The loop thread's read space: every read lands here and is copied out at its exact size.
+final class IOScratch: @unchecked Sendable {  // Used only on the loop thread.
+    static let shared = IOScratch()
+    let space = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
 }
