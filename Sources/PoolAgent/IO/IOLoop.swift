@@ -24,8 +24,8 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private let epollFD: Int32
     private let wakeFD: Int32
     private var thread: pthread_t?
-    /// Tasks from other threads, and whether the loop was already woken for them.
-    private let remote = NIOLockedValueBox<(tasks: [@Sendable () -> Void], woken: Bool)>(([], false))
+    /// Tasks from other threads, whether the loop was already woken for them, and whether its thread ended.
+    private let remote = NIOLockedValueBox<(tasks: [@Sendable () -> Void], woken: Bool, finished: Bool)>(([], false, false))
     /// Tasks the loop gave itself: no lock, no wake-up.
     private var local: [() -> Void] = []
     private var timers = TimerHeap()
@@ -106,11 +106,14 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             }
             let count = events.withUnsafeMutableBufferPointer { cpoolio_epoll_wait(self.epollFD, $0.baseAddress, Int32($0.count), timeout) }
             if count <= 0 { self.time = .now }
+            // Other threads' tasks come with a wake-up: only then is their queue (and its lock) looked at.
+            var woken = false
             if count > 0 {
                 for index in 0..<Int(count) {
                     let event = events[index]
                     if event.token == Self.wakeToken {
                         cpoolio_eventfd_drain(self.wakeFD)
+                        woken = true
                         continue
                     }
                     let fd = Int(event.token)
@@ -122,7 +125,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             }
             self.flushPending()
             self.runTimers()
-            self.runTasks()
+            self.runTasks(remote: woken)
             self.flushPending()
         }
         // Shutting down: what was queued still runs, what was scheduled fails.
@@ -131,6 +134,13 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             entry.fail()
         }
         self.runTasks()
+        // From here on `execute` drops tasks and never touches the eventfd.
+        let last = self.remote.withLockedValue { state -> [@Sendable () -> Void] in
+            state.finished = true
+            defer { state.tasks.removeAll() }
+            return state.tasks
+        }
+        for task in last { task() }
         Glibc.close(self.wakeFD)
         Glibc.close(self.epollFD)
         let callbacks = self.lifecycle.withLockedValue { state in
@@ -150,12 +160,14 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         }
     }
 
-    private func runTasks() {
+    private func runTasks(remote drainRemote: Bool = true) {
         // Tasks may queue more tasks: those run in the next turn, after I/O.
         var remote: [@Sendable () -> Void] = []
-        self.remote.withLockedValue { state in
-            state.woken = false
-            if !state.tasks.isEmpty { swap(&remote, &state.tasks) }
+        if drainRemote {
+            self.remote.withLockedValue { state in
+                state.woken = false
+                if !state.tasks.isEmpty { swap(&remote, &state.tasks) }
+            }
         }
         guard !remote.isEmpty || !self.local.isEmpty else { return }
         self.time = .now
@@ -201,12 +213,16 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             self.local.append(task)
             return
         }
-        let wake = self.remote.withLockedValue { state -> Bool in
+        self.remote.withLockedValue { state in
+            // As with NIO's own loops, a task given to a loop that has stopped is dropped.
+            guard !state.finished else { return }
             state.tasks.append(task)
-            defer { state.woken = true }
-            return !state.woken
+            if !state.woken {
+                state.woken = true
+                // Under the lock, so the eventfd cannot have been closed meanwhile.
+                cpoolio_eventfd_signal(self.wakeFD)
+            }
         }
-        if wake { cpoolio_eventfd_signal(self.wakeFD) }
     }
 
     /// Runs `task` on the loop after the current event, without the `Sendable` requirement: loop code only.
