@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -49,6 +50,22 @@ void cpoolio_eventfd_drain(int fd) {
     uint64_t value;
     ssize_t got = read(fd, &value, sizeof value);
     (void)got;
+}
+
+ssize_t cpoolio_recv(int fd, void *buffer, size_t length) {
+    return syscall(SYS_recvfrom, fd, buffer, length, 0, NULL, NULL);
+}
+
+ssize_t cpoolio_send(int fd, const void *buffer, size_t length) {
+    return syscall(SYS_sendto, fd, buffer, length, MSG_NOSIGNAL, NULL, 0);
+}
+
+ssize_t cpoolio_sendv(int fd, const struct iovec *vectors, int count) {
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = (struct iovec *)vectors;
+    message.msg_iovlen = (size_t)count;
+    return syscall(SYS_sendmsg, fd, &message, MSG_NOSIGNAL);
 }
 
 int cpoolio_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }

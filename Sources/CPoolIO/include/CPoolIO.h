@@ -30,6 +30,12 @@ int cpoolio_eventfd(void);
 void cpoolio_eventfd_signal(int fd);
 void cpoolio_eventfd_drain(int fd);
 
+/// recv, send and sendmsg as plain system calls: the libc wrappers are thread-cancellation points, whose
+/// bookkeeping the agent's loop thread does not need.
+ssize_t cpoolio_recv(int fd, void *buffer, size_t length);
+ssize_t cpoolio_send(int fd, const void *buffer, size_t length);
+ssize_t cpoolio_sendv(int fd, const struct iovec *vectors, int count);
+
 /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; -1 with errno when nothing is waiting.
 int cpoolio_accept(int fd);
 int cpoolio_set_nonblocking(int fd);

@@ -31,7 +31,8 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private var timers = TimerHeap()
     private var timerSequence: UInt64 = 0
     private var handlers: [(any IOHandler)?] = []
-    /// Transports with output to send at the end of this turn.
+    /// Transports with output to send at the end of this turn: servers, then clients.
+    private var pendingServerFlushes: [Transport] = []
     private var pendingFlushes: [Transport] = []
     private var stopping = false
     /// The time the current event started being handled: one clock read per event for the whole data path.
@@ -180,25 +181,30 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     }
 
     func flushLater(_ transport: Transport) {
-        self.pendingFlushes.append(transport)
+        if transport.flushesFirst {
+            self.pendingServerFlushes.append(transport)
+        } else {
+            self.pendingFlushes.append(transport)
+        }
     }
 
     private func flushPending() {
-        guard !self.pendingFlushes.isEmpty else { return }
         // Servers first: a query reaching its backend sooner overlaps with the replies still to send.
-        var index = 0
-        while index < self.pendingFlushes.count {
-            let transport = self.pendingFlushes[index]
-            if transport.flushesFirst { transport.flushNow() }
-            index += 1
+        // Flushing can queue more (a peer told its socket closed); the loops take those too.
+        while !self.pendingServerFlushes.isEmpty || !self.pendingFlushes.isEmpty {
+            var index = 0
+            while index < self.pendingServerFlushes.count {
+                self.pendingServerFlushes[index].flushNow()
+                index += 1
+            }
+            self.pendingServerFlushes.removeAll(keepingCapacity: true)
+            index = 0
+            while index < self.pendingFlushes.count {
+                self.pendingFlushes[index].flushNow()
+                index += 1
+            }
+            self.pendingFlushes.removeAll(keepingCapacity: true)
         }
-        // Then the rest, and whatever flushing queued meanwhile (`flushNow` skips what was sent).
-        index = 0
-        while index < self.pendingFlushes.count {
-            self.pendingFlushes[index].flushNow()
-            index += 1
-        }
-        self.pendingFlushes.removeAll(keepingCapacity: true)
     }
 
     // MARK: EventLoop

@@ -33,7 +33,6 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     static let lowWatermark = 64 << 10
     static let allocator = ByteBufferAllocator()
     private static let maximumIOVectors = 64
-    private static let sendFlags = Int32(MSG_NOSIGNAL)
 
     private(set) var fd: Int32
     let loop: IOLoop
@@ -96,7 +95,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
 
     private func readOnce() {
         let scratch = IOScratch.shared.space
-        let count = recv(self.fd, scratch.baseAddress, scratch.count, 0)
+        let count = cpoolio_recv(self.fd, scratch.baseAddress, scratch.count)
         if count > 0 {
             var buffer = Self.allocator.buffer(capacity: count)
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
@@ -175,7 +174,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         while !self.output.isEmpty, self.fd >= 0 {
             let written: Int
             if self.output.count == 1 {
-                written = self.output[0].withUnsafeReadableBytes { send(self.fd, $0.baseAddress, $0.count, Self.sendFlags) }
+                written = self.output[0].withUnsafeReadableBytes { cpoolio_send(self.fd, $0.baseAddress, $0.count) }
             } else {
                 written = self.writeVector()
             }
@@ -212,10 +211,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
                     vectors[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
                 }
             }
-            var message = msghdr()
-            message.msg_iov = vectors.baseAddress
-            message.msg_iovlen = count
-            return sendmsg(self.fd, &message, Self.sendFlags)
+            return cpoolio_sendv(self.fd, vectors.baseAddress, Int32(count))
         }
     }
 
@@ -290,7 +286,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         if let tls = self.tls {
             // A close_notify, sent if the kernel takes it now.
             for cipher in tls.close() {
-                _ = cipher.withUnsafeReadableBytes { send(self.fd, $0.baseAddress, $0.count, Self.sendFlags) }
+                _ = cipher.withUnsafeReadableBytes { cpoolio_send(self.fd, $0.baseAddress, $0.count) }
             }
         }
         self.closeNow(error: nil)
