@@ -81,7 +81,18 @@ public struct MessageScanner: Sendable {
 
     @usableFromInline
     mutating func holdBack(_ buffer: ByteBuffer, from index: Int) -> Step {
-        self.heldBack = buffer.getSlice(at: index, length: buffer.writerIndex - index)
+        self.heldBack = buffer.getSlice(at: index, length: buffer.writerIndex - index)?.compacted
         return .end(forwardableEnd: index)
+    }
+}
+
+extension ByteBuffer {
+    /// This buffer, or a copy of its readable bytes when they are a small part of a larger storage (a read
+    /// buffer the agent reuses): what is kept beyond a read then does not keep the whole read buffer.
+    public var compacted: ByteBuffer {
+        guard self.storageCapacity > 2 * self.readableBytes + 1024 else { return self }
+        var copy = ByteBufferAllocator().buffer(capacity: self.readableBytes)
+        copy.writeImmutableBuffer(self)
+        return copy
     }
 }

@@ -172,7 +172,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
                 return
             }
             guard let packet else {
-                if buffer.readableBytes > 0 { self.startupBuffer = buffer }
+                if buffer.readableBytes > 0 { self.startupBuffer = buffer.compacted }
                 return
             }
             switch packet {
@@ -209,7 +209,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
                 self.close(reason: "cancel request handled")
                 return
             case .startup(let message):
-                if buffer.readableBytes > 0 { self.pendingInput = buffer }
+                if buffer.readableBytes > 0 { self.pendingInput = buffer.compacted }
                 self.startupReceived(message)
                 return
             }
@@ -409,13 +409,13 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         }
         while self.state == .authenticating {
             if case .lookingUp? = self.exchange {
-                if buffer.readableBytes > 0 { self.authInput = buffer }
+                if buffer.readableBytes > 0 { self.authInput = buffer.compacted }
                 return
             }
             guard buffer.readableBytes >= 5, let type = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
                 let length = buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self)
             else {
-                if buffer.readableBytes > 0 { self.authInput = buffer }
+                if buffer.readableBytes > 0 { self.authInput = buffer.compacted }
                 return
             }
             if type == FrontendMessageID.terminate {
@@ -431,14 +431,14 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
                 return
             }
             guard buffer.readableBytes >= Int(length) + 1 else {
-                self.authInput = buffer
+                self.authInput = buffer.compacted
                 return
             }
             buffer.moveReaderIndex(forwardBy: 5)
             var body = buffer.readSlice(length: Int(length) - 4)!
             if let pool = self.passwordMessage(&body) {
                 // Bytes pipelined after the last password message are the client's first requests.
-                if buffer.readableBytes > 0 { self.pendingInput = buffer }
+                if buffer.readableBytes > 0 { self.pendingInput = buffer.compacted }
                 self.exchange = nil
                 self.state = .startup
                 self.loginAuthorized(pool: pool)
@@ -730,8 +730,9 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
     private func holdPendingInput(_ input: ByteBuffer) {
         guard var pending = self.pendingInput else {
-            // The common case, one request while holding no server: keep the read buffer as it is.
-            self.pendingInput = input
+            // The common case, one request while holding no server: the read as it is, unless it is a small
+            // part of the loop's read buffer.
+            self.pendingInput = input.compacted
             return
         }
         pending.writeImmutableBuffer(input)

@@ -21,9 +21,9 @@ protocol TransportDelegate: AnyObject {
 
 /// A connected, non-blocking socket driven by the loop.
 ///
-/// A read makes one `recv(2)` into the loop's scratch space and hands the delegate a buffer of exactly the
-/// bytes read, which it may keep: output waits in queues until the end of the loop turn, so reads cannot
-/// share one buffer. Writes are queued; `flush` asks the loop to send them when it has handled every ready
+/// A read makes one `recv(2)` straight into one of the loop's read buffers (`IOReadBuffers`) and hands the
+/// delegate that buffer; what the delegate keeps past the loop turn it compacts, so the buffer is free again
+/// for a later turn. Writes are queued; `flush` asks the loop to send them when it has handled every ready
 /// socket, with one `send(2)` or `sendmsg(2)` per transport (socket calls skip the file layer that
 /// `read`/`write` go through, and MSG_NOSIGNAL turns a vanished peer into EPIPE, not SIGPIPE). What the
 /// kernel does not take waits for EPOLLOUT. The transport reports itself not writable above
@@ -94,11 +94,14 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     }
 
     private func readOnce() {
-        let scratch = IOScratch.shared.space
-        let count = cpoolio_recv(self.fd, scratch.baseAddress, scratch.count)
+        var buffer = IOReadBuffers.shared.next()
+        var count = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
+            count = cpoolio_recv(self.fd, space.baseAddress, space.count)
+            return max(count, 0)
+        }
+        IOReadBuffers.shared.keep(buffer)
         if count > 0 {
-            var buffer = Self.allocator.buffer(capacity: count)
-            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
             if let tls = self.tls {
                 self.readEncrypted(buffer, tls: tls)
             } else {
@@ -336,8 +339,27 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     }
 }
 
-/// The loop thread's read space: every read lands here and is copied out at its exact size.
-final class IOScratch: @unchecked Sendable {  // Used only on the loop thread.
-    static let shared = IOScratch()
-    let space = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+/// The loop thread's read buffers, taken in turn: a buffer is read into again once the bytes of its last
+/// read have been sent on (by the end of the loop turn, usually), without allocating. One whose bytes are
+/// still held somewhere is replaced by a fresh one, which `clear()` does by itself. Reads in one turn use
+/// different buffers, as their bytes wait in output queues until the turn's flush.
+final class IOReadBuffers: @unchecked Sendable {  // Used only on the loop thread.
+    static let shared = IOReadBuffers()
+    static let capacity = 16 << 10
+    private var buffers: [ByteBuffer?] = Array(repeating: nil, count: 256)
+    private var index = 0
+
+    /// An empty buffer for the next read.
+    func next() -> ByteBuffer {
+        self.index = (self.index + 1) & (self.buffers.count - 1)
+        guard var buffer = self.buffers[self.index] else { return Transport.allocator.buffer(capacity: Self.capacity) }
+        self.buffers[self.index] = nil
+        buffer.clear()
+        return buffer
+    }
+
+    /// Keeps the buffer just read into for a later turn.
+    func keep(_ buffer: ByteBuffer) {
+        self.buffers[self.index] = buffer
+    }
 }

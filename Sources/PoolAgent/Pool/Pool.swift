@@ -7,17 +7,17 @@ import PGWire
 import PoolCore
 
 final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
-    typealias Machine = PoolStateMachine<Int, Int, Moment>
+    typealias Machine = PoolStateMachine<SerialID, SerialID, Moment>
 
     private(set) var settings: PoolSettings
     let eventLoop: IOLoop
     private let threadPool: NIOThreadPool
     private var connectParameters: [(String, String)]
     private var machine: Machine
-    private(set) var servers: [Int: ServerConnection] = [:]
-    private var waiters: [Int: ClientSession] = [:]
+    private(set) var servers: [SerialID: ServerConnection] = [:]
+    private var waiters: [SerialID: ClientSession] = [:]
     /// When each waiting client asked, for the wait-time histogram.
-    private var waitingSince: [Int: Moment] = [:]
+    private var waitingSince: [SerialID: Moment] = [:]
     /// One timer for the whole wait queue, set for the earliest deadline.
     private var waitTimer: Scheduled<Void>?
     private let logger: Logger
@@ -217,7 +217,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         }
     }
 
-    private func closeServers(_ ids: [Int], reason: String) {
+    private func closeServers(_ ids: [SerialID], reason: String) {
         for id in ids { self.servers[id]?.close(reason: reason) }
     }
 
@@ -307,28 +307,28 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     func acquire(for client: ClientSession) {
         self.stats.checkouts += 1
-        self.waiters[client.id] = client
+        self.waiters[SerialID(client.id)] = client
         let now = self.eventLoop.time
-        self.waitingSince[client.id] = now
-        self.perform(self.machine.leaseRequested(client.id, now: now))
+        self.waitingSince[SerialID(client.id)] = now
+        self.perform(self.machine.leaseRequested(SerialID(client.id), now: now))
     }
 
     /// A waiting client went away before it got a server.
     func cancelWait(for client: ClientSession) {
-        guard self.waiters.removeValue(forKey: client.id) != nil else { return }
-        self.waitingSince.removeValue(forKey: client.id)
-        self.perform(self.machine.requestCancelled(client.id))
+        guard self.waiters.removeValue(forKey: SerialID(client.id)) != nil else { return }
+        self.waitingSince.removeValue(forKey: SerialID(client.id))
+        self.perform(self.machine.requestCancelled(SerialID(client.id)))
     }
 
     /// A server comes back from its client (after its reset) or must be thrown away.
     func release(_ server: ServerConnection, reusable: Bool, reason: String?) {
         if !reusable, let reason { server.noteCloseReason(reason) }
         self.stats.releases += 1
-        self.perform(self.machine.connectionReleased(server.id, reusable: reusable, now: self.eventLoop.time))
+        self.perform(self.machine.connectionReleased(SerialID(server.id), reusable: reusable, now: self.eventLoop.time))
     }
 
     func serverClosed(_ server: ServerConnection) {
-        guard self.servers.removeValue(forKey: server.id) != nil else { return }
+        guard self.servers.removeValue(forKey: SerialID(server.id)) != nil else { return }
         // An idle server that died (backend terminated, network gone) is discarded before anyone used it.
         if server.diedWhileIdle { self.stats.prePingFailures += 1 }
         // The last server went away by itself: the upstream may be down; upkeep probes it.
@@ -339,7 +339,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
             self.onUpstreamChange?(false, message)
         }
         self.onServerClosed?(server)
-        self.perform(self.machine.connectionClosed(server.id, now: .now))
+        self.perform(self.machine.connectionClosed(SerialID(server.id), now: .now))
         self.checkDrained()
         self.onServerGone?()
     }
@@ -393,7 +393,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// Gives `server` to `client`, first checking with an empty query a server idle longer than
     /// `pre_ping_after`; a dead one is discarded and the client asks again, without seeing an error.
     private func hand(_ server: ServerConnection, to client: ClientSession) {
-        if let since = self.waitingSince.removeValue(forKey: client.id) {
+        if let since = self.waitingSince.removeValue(forKey: SerialID(client.id)) {
             let waited = since.microseconds(to: self.eventLoop.time)
             self.stats.waitTime.record(microseconds: waited)
             self.windowWait.record(microseconds: waited)
@@ -414,13 +414,13 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
             // Counted when the server closes: it was idle, so it died before use.
             self.release(server, reusable: false, reason: "pre-ping failed")
             guard client.state == .waiting else { return }
-            self.waiters[client.id] = client
-            self.waitingSince[client.id] = self.waitingSince[client.id] ?? .now
-            self.perform(self.machine.leaseRequested(client.id, now: .now))
+            self.waiters[SerialID(client.id)] = client
+            self.waitingSince[SerialID(client.id)] = self.waitingSince[SerialID(client.id)] ?? .now
+            self.perform(self.machine.leaseRequested(SerialID(client.id), now: .now))
         }
     }
 
-    private func fail(_ clientID: Int, _ error: PoolError) {
+    private func fail(_ clientID: SerialID, _ error: PoolError) {
         guard let client = self.waiters.removeValue(forKey: clientID) else { return }
         self.waitingSince.removeValue(forKey: clientID)
         if case .waitTimeout = error { self.stats.waitTimeouts += 1 }
@@ -469,7 +469,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
             return
         }
         server.attach(transport: transport)
-        self.servers[server.id] = server
+        self.servers[SerialID(server.id)] = server
         self.defaultParameters = link.parameters
         self.lastContact = .now
         if self.lastError != nil {
@@ -479,7 +479,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         self.stats.connects += 1
         self.logger.debug("server connection opened", metadata: [LogKey.backendPID: "\(link.backendPID)"])
         // ±10% of max_lifetime, so servers opened together do not expire together.
-        self.perform(self.machine.connectionOpened(server.id, now: .now, lifetimeFactor: Double.random(in: 0.9...1.1)))
+        self.perform(self.machine.connectionOpened(SerialID(server.id), now: .now, lifetimeFactor: Double.random(in: 0.9...1.1)))
     }
 
     private func connectFailed(_ message: String) {

@@ -301,6 +301,9 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                                 if error.severity == .error || error.severity == .fatal { self.internalQuery?.firstError = error }
                             }
                         case BackendMessageID.commandComplete:
+                            // Most tags (SELECT, INSERT, COMMIT …) are none of these: one byte tells.
+                            let first = body.getInteger(at: body.readerIndex, as: UInt8.self)
+                            guard first == UInt8(ascii: "D") || first == UInt8(ascii: "R") else { break }
                             let tag = body.readableBytesView
                             // A client's DISCARD ALL or DEALLOCATE ALL dropped the agent's statements too, all but
                             // those whose Parse comes after it in the same pipeline.
