@@ -10,8 +10,9 @@ import NIOCore
 /// so the bytes before it can be forwarded at once.
 public struct MessageScanner: Sendable {
     public enum Step: Sendable {
-        /// A message starts at `start` (an index into the scanned buffer). `body` is set for captured types.
-        case message(type: UInt8, start: Int, body: ByteBuffer?)
+        /// A message starts at `start` (an index into the scanned buffer). `body` is set for captured types:
+        /// where the whole body lies in the buffer, sliced only by a caller that reads it.
+        case message(type: UInt8, start: Int, body: MessageBody?)
         /// No more messages in this buffer; bytes from the reader index up to `forwardableEnd` are complete
         /// or belong to a pass-through body; the rest is held back for the next read.
         case end(forwardableEnd: Int)
@@ -66,7 +67,7 @@ public struct MessageScanner: Sendable {
                 }
                 guard end - cursor >= total else { return self.holdBack(buffer, from: cursor) }
                 cursor += total
-                return .message(type: type, start: start, body: buffer.getSlice(at: start + 5, length: length - 4))
+                return .message(type: type, start: start, body: MessageBody(index: start + 5, length: length - 4))
             }
             let available = end - cursor
             if available >= total {
@@ -83,6 +84,31 @@ public struct MessageScanner: Sendable {
     mutating func holdBack(_ buffer: ByteBuffer, from index: Int) -> Step {
         self.heldBack = buffer.getSlice(at: index, length: buffer.writerIndex - index)?.compacted
         return .end(forwardableEnd: index)
+    }
+}
+
+/// A complete message body inside the buffer being scanned.
+public struct MessageBody: Sendable, Equatable {
+    /// The index of the body's first byte (after the type and length).
+    public var index: Int
+    public var length: Int
+
+    @inlinable
+    public init(index: Int, length: Int) {
+        self.index = index
+        self.length = length
+    }
+
+    /// The body as a buffer of its own (a slice, no copy).
+    @inlinable
+    public func slice(of buffer: ByteBuffer) -> ByteBuffer {
+        buffer.getSlice(at: self.index, length: self.length)!
+    }
+
+    /// The body's first byte, if it has one.
+    @inlinable
+    public func firstByte(in buffer: ByteBuffer) -> UInt8? {
+        self.length > 0 ? buffer.getInteger(at: self.index, as: UInt8.self) : nil
     }
 }
 

@@ -36,7 +36,7 @@ import Testing
                 switch try self.scanner.next(in: buffer, cursor: &cursor) {
                 case .message(let type, let start, let body):
                     let offset = streamOffsetOfReaderIndex + start - buffer.readerIndex
-                    self.messages.append(Scanned(type: type, offset: offset, body: body.map(\.bytes)))
+                    self.messages.append(Scanned(type: type, offset: offset, body: body.map { $0.slice(of: buffer).bytes }))
                 case .end(let forwardableEnd):
                     self.forwarded += buffer.getBytes(
                         at: buffer.readerIndex, length: forwardableEnd - buffer.readerIndex)!

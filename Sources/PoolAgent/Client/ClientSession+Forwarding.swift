@@ -44,7 +44,7 @@ extension ClientSession {
         do {
             scan: while true {
                 switch try self.nextScanned(in: buffer, cursor: &cursor) {
-                case .message(let type, let start, let body):
+                case .message(let type, let start, let captured):
                     switch type {
                     case FrontendMessageID.query, FrontendMessageID.functionCall:
                         if server.responses.append(.query) {
@@ -72,7 +72,7 @@ extension ClientSession {
                         break scan
                     case FrontendMessageID.parse:
                         server.unsynced = true
-                        guard limit > 0, var body, !ParseMessage.isUnnamed(body) else {
+                        guard limit > 0, var body = captured?.slice(of: buffer), !ParseMessage.isUnnamed(body) else {
                             server.responses.append(.parse(swallow: false, statement: nil))
                             continue
                         }
@@ -98,7 +98,7 @@ extension ClientSession {
                         }
                     case FrontendMessageID.bind:
                         server.unsynced = true
-                        guard limit > 0, var body, !BindMessage.bindsUnnamedStatement(body) else {
+                        guard limit > 0, var body = captured?.slice(of: buffer), !BindMessage.bindsUnnamedStatement(body) else {
                             server.responses.append(.bind)
                             continue
                         }
@@ -117,7 +117,7 @@ extension ClientSession {
                         server.responses.append(.bind)
                     case FrontendMessageID.describe:
                         server.unsynced = true
-                        if limit > 0, var body, TargetMessage.namesStatement(body) {
+                        if limit > 0, var body = captured?.slice(of: buffer), TargetMessage.namesStatement(body) {
                             var describe = try TargetMessage.decode(from: &body)
                             if describe.isStatement, let statement = self.statements[describe.name] {
                                 passRun(until: start)
@@ -132,7 +132,7 @@ extension ClientSession {
                         server.responses.append(.describe)
                     case FrontendMessageID.close:
                         server.unsynced = true
-                        guard limit > 0, var body, TargetMessage.namesStatement(body) else {
+                        guard limit > 0, var body = captured?.slice(of: buffer), TargetMessage.namesStatement(body) else {
                             server.responses.append(.close(swallow: false))
                             continue
                         }

@@ -51,21 +51,37 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             throw IOError(errnoCode: errno, reason: "eventfd")
         }
         guard cpoolio_epoll_ctl(self.epollFD, 0, self.wakeFD, UInt32(CPOOLIO_IN), Self.wakeToken) == 0 else {
-            throw IOError(errnoCode: errno, reason: "epoll_ctl")
+            let code = errno
+            Glibc.close(self.wakeFD)
+            Glibc.close(self.epollFD)
+            throw IOError(errnoCode: code, reason: "epoll_ctl")
         }
     }
 
-    /// Starts the loop's thread.
+    /// Starts the loop's thread; returns once the thread knows it is the loop's.
     func start() {
-        let box = Unmanaged.passRetained(self)
+        let started = DispatchSemaphore(value: 0)
+        let box = Unmanaged.passRetained(StartBox(loop: self, started: started))
         var thread = pthread_t()
         let status = pthread_create(&thread, nil, { argument in
-            let loop = Unmanaged<IOLoop>.fromOpaque(argument!).takeRetainedValue()
-            loop.run()
+            let box = Unmanaged<StartBox>.fromOpaque(argument!).takeRetainedValue()
+            box.loop.thread = pthread_self()
+            box.started.signal()
+            box.loop.run()
             return nil
         }, box.toOpaque())
         precondition(status == 0, "cannot start the event loop thread: \(status)")
-        self.thread = thread
+        started.wait()
+    }
+
+    private final class StartBox {
+        let loop: IOLoop
+        let started: DispatchSemaphore
+
+        init(loop: IOLoop, started: DispatchSemaphore) {
+            self.loop = loop
+            self.started = started
+        }
     }
 
     // MARK: Sockets
@@ -197,13 +213,13 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
                 self.pendingServerFlushes[index].flushNow()
                 index += 1
             }
-            self.pendingServerFlushes.removeAll(keepingCapacity: true)
+            while !self.pendingServerFlushes.isEmpty { self.pendingServerFlushes.removeLast() }
             index = 0
             while index < self.pendingFlushes.count {
                 self.pendingFlushes[index].flushNow()
                 index += 1
             }
-            self.pendingFlushes.removeAll(keepingCapacity: true)
+            while !self.pendingFlushes.isEmpty { self.pendingFlushes.removeLast() }
         }
     }
 

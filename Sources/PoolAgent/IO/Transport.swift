@@ -53,7 +53,6 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     var allocator: ByteBufferAllocator { Self.allocator }
     var isOpen: Bool { self.fd >= 0 }
     var isWritable: Bool { self.outputBytes < Self.highWatermark }
-    var usesTLS: Bool { self.tls != nil }
 
     /// Takes ownership of `fd`, which must be connected; it is made non-blocking and watched for reads.
     init(fd: Int32, loop: IOLoop, noDelay: Bool) throws(IOError) {
@@ -96,8 +95,10 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     private func readOnce() {
         var buffer = IOReadBuffers.shared.next()
         var count = 0
+        var code: Int32 = 0
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
             count = cpoolio_recv(self.fd, space.baseAddress, space.count)
+            if count < 0 { code = errno }
             return max(count, 0)
         }
         IOReadBuffers.shared.keep(buffer)
@@ -110,7 +111,6 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         } else if count == 0 {
             self.closeNow(error: nil)
         } else {
-            let code = errno
             if code == EAGAIN || code == EWOULDBLOCK || code == EINTR { return }
             self.fail(String(cString: strerror(code)))
         }
@@ -233,7 +233,12 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             }
         }
         if done == self.output.count {
-            self.output.removeAll(keepingCapacity: self.output.count <= 4)
+            // The usual case is one buffer: removeLast is far cheaper than the generic removeAll.
+            if done == 1 {
+                self.output.removeLast()
+            } else {
+                self.output.removeAll(keepingCapacity: self.output.count <= 4)
+            }
         } else if done > 0 {
             self.output.removeFirst(done)
         }

@@ -26,7 +26,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     static let internalQueryTimeout: TimeAmount = .seconds(30)
 
     let id: Int
-    unowned let pool: Pool
+    /// Strong: the pool stays until its last server has closed (it forgets the server then).
+    let pool: Pool
     let link: UpstreamLink
     /// The server's socket, a duplicate of libpq's; set by `attach`.
     private(set) var transport: Transport!
@@ -277,16 +278,20 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         do {
             scan: while true {
                 switch try self.scanner.next(in: buffer, cursor: &cursor) {
-                case .message(let type, let start, let body):
-                    if var body {
+                case .message(let type, let start, let captured):
+                    if let captured {
                         switch type {
                         case BackendMessageID.readyForQuery:
-                            self.transactionStatus = try TransactionStatus.decode(from: &body)
+                            guard captured.length == 1, let byte = captured.firstByte(in: buffer), let status = TransactionStatus(rawValue: byte) else {
+                                throw WireError.malformed("ReadyForQuery carries no valid transaction status")
+                            }
+                            self.transactionStatus = status
                             self.outstanding = max(0, self.outstanding - 1)
                             if self.outstanding == 0, self.internalQuery == nil { self.requestFinished() }
                             if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
                             if self.internalQuery == nil && self.outstanding == 0 { readyForRelease = true }
                         case BackendMessageID.parameterStatus:
+                            var body = captured.slice(of: buffer)
                             let status = try ParameterStatus.decode(from: &body)
                             self.parameters[status.name] = status.value
                             if let client {
@@ -297,14 +302,15 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                             }
                         case BackendMessageID.errorResponse:
                             if self.internalQuery != nil, self.internalQuery?.firstError == nil {
+                                var body = captured.slice(of: buffer)
                                 let error = try ErrorResponse.decode(from: &body)
                                 if error.severity == .error || error.severity == .fatal { self.internalQuery?.firstError = error }
                             }
                         case BackendMessageID.commandComplete:
                             // Most tags (SELECT, INSERT, COMMIT …) are none of these: one byte tells.
-                            let first = body.getInteger(at: body.readerIndex, as: UInt8.self)
+                            let first = captured.firstByte(in: buffer)
                             guard first == UInt8(ascii: "D") || first == UInt8(ascii: "R") else { break }
-                            let tag = body.readableBytesView
+                            let tag = captured.slice(of: buffer).readableBytesView
                             // A client's DISCARD ALL or DEALLOCATE ALL dropped the agent's statements too, all but
                             // those whose Parse comes after it in the same pipeline.
                             if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "DEALLOCATE ALL".utf8) {
