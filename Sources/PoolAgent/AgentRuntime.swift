@@ -3,9 +3,9 @@
 import ControlRPC
 import Logging
 import NIOCore
-import PoolCore
 import NIOPosix
 import PGWire
+import PoolCore
 
 /// Everything client sessions and pools share. Lives on the data event loop; no locks.
 final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's event loop.

@@ -15,15 +15,13 @@ final class Listener: IOHandler, @unchecked Sendable {  // Confined to the loop 
 
     private(set) var fd: Int32
     let loop: IOLoop
-    let isUnix: Bool
     private let logger: Logger
     private let accepted: (Int32) -> Void
     private var paused = false
 
-    private init(fd: Int32, loop: IOLoop, isUnix: Bool, logger: Logger, accepted: @escaping (Int32) -> Void) {
+    private init(fd: Int32, loop: IOLoop, logger: Logger, accepted: @escaping (Int32) -> Void) {
         self.fd = fd
         self.loop = loop
-        self.isUnix = isUnix
         self.logger = logger
         self.accepted = accepted
     }
@@ -38,7 +36,7 @@ final class Listener: IOHandler, @unchecked Sendable {  // Confined to the loop 
             fd = cpoolio_listen_tcp(host, Int32(port), backlog)
         }
         guard fd >= 0 else { throw IOError(errnoCode: errno, reason: path == nil ? "bind/listen" : "bind/listen \(path!)") }
-        return Listener(fd: fd, loop: loop, isUnix: path != nil, logger: logger, accepted: accepted)
+        return Listener(fd: fd, loop: loop, logger: logger, accepted: accepted)
     }
 
     /// Starts accepting; call on the loop.

@@ -2,9 +2,9 @@
 
 import Logging
 import NIOCore
-import PoolCore
 import NIOPosix
 import PGWire
+import PoolCore
 
 /// A server connection on the agent's event loop.
 ///
