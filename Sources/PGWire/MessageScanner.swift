@@ -53,8 +53,11 @@ public struct MessageScanner: Sendable {
             }
             if cursor == end { return .end(forwardableEnd: end) }
             guard end - cursor >= 5 else { return self.holdBack(buffer, from: cursor) }
-            let type = buffer.getInteger(at: cursor, as: UInt8.self)!
-            let length = Int(buffer.getInteger(at: cursor + 1, as: Int32.self)!)
+            // The header read straight from memory: this runs for every message the agent forwards.
+            let offset = cursor - buffer.readerIndex
+            let (type, length) = buffer.withUnsafeReadableBytes { raw in
+                (raw[offset], Int(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 1, as: Int32.self))))
+            }
             guard length >= 4 else { throw .invalidLength(type: type, length: length) }
             guard length <= self.maxMessageLength else {
                 throw .messageTooLarge(type: type, length: length, limit: self.maxMessageLength)
