@@ -54,8 +54,6 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     private var startup: StartupMessage?
     /// Bytes the client sent while it waits for a server; sent once it has one.
     private var pendingInput: ByteBuffer?
-    /// autoRead is off: the client is not read from until its server can take more.
-    private var readingPaused = false
     private(set) var pool: Pool?
     private(set) var server: ServerConnection?
     private(set) var cancelKey: CancelRequest?
@@ -722,10 +720,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
 
     private func setReading(_ on: Bool) {
-        // Called for every transaction: only a change costs a channel option.
-        guard on == self.readingPaused, let transport = self.transport, transport.isOpen else { return }
-        self.readingPaused = !on
-        transport.setReading(on)
+        // Called for every transaction; the transport makes a system call only for a change.
+        self.transport?.setReading(on)
     }
 
     private func holdPendingInput(_ input: ByteBuffer) {

@@ -74,8 +74,6 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     /// When the current transaction's first request started.
     private var transactionStartedAt: Moment?
     private let logger: Logger
-    /// autoRead is off: the server is not read from until its client can take more.
-    private var readingPaused = false
 
     init(id: Int, pool: Pool, link: UpstreamLink, logger: Logger) {
         self.id = id
@@ -260,9 +258,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     /// Pauses or resumes reading from the server, so a slow client holds back the server, not memory.
     func setReading(_ on: Bool) {
-        guard on == self.readingPaused, let transport = self.transport else { return }
-        self.readingPaused = !on
-        transport.setReading(on)
+        self.transport?.setReading(on)
     }
 
     func received(_ input: ByteBuffer) {
