@@ -99,9 +99,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         self.nextClientID += 1
         let client = ClientSession(id: self.nextClientID, runtime: self)
         do {
-            let transport = try Transport(fd: fd, loop: self.eventLoop, noDelay: !unix)
-            transport.delegate = client
-            try transport.register()
+            let transport = try Transport.start(fd: fd, loop: self.eventLoop, noDelay: !unix, delegate: client)
             client.start(transport: transport, unix: unix)
         } catch {
             self.logger.warning("cannot serve an accepted connection", metadata: [LogKey.error: "\(error)"])

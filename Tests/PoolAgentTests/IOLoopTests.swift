@@ -114,10 +114,7 @@ import Testing
         loop.start()
         let recorder = Recorder()
         let transport = try loop.submit {
-            let transport = try Transport(fd: fds[0], loop: loop, noDelay: false)
-            transport.delegate = recorder
-            try transport.register()
-            return transport
+            try Transport.start(fd: fds[0], loop: loop, noDelay: false, delegate: recorder)
         }.wait()
         return (loop, transport, fds[1], recorder)
     }

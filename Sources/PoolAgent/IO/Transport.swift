@@ -66,8 +66,16 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         if noDelay { _ = cpoolio_set_nodelay(fd) }
     }
 
+    /// A transport for `fd` that reports to `delegate`, watched from now on.
+    static func start(fd: Int32, loop: IOLoop, noDelay: Bool, delegate: any TransportDelegate) throws(IOError) -> Transport {
+        let transport = try Transport(fd: fd, loop: loop, noDelay: noDelay)
+        transport.delegate = delegate
+        try transport.register()
+        return transport
+    }
+
     /// Starts watching the socket.
-    func register() throws(IOError) {
+    private func register() throws(IOError) {
         do {
             try self.loop.register(self.fd, handler: self, events: UInt32(CPOOLIO_IN))
         } catch {
@@ -139,6 +147,11 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             tls.write(buffer)
             return
         }
+        self.enqueue(buffer)
+    }
+
+    /// Bytes for the socket as they are (plaintext, or TLS records).
+    private func enqueue(_ buffer: ByteBuffer) {
         self.output.append(buffer)
         self.outputBytes += buffer.readableBytes
         if self.outputBytes >= Self.highWatermark { self.reportedUnwritable = true }
@@ -147,11 +160,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     func flush() {
         guard self.fd >= 0 else { return }
         if let tls = self.tls {
-            for cipher in tls.flush() {
-                self.output.append(cipher)
-                self.outputBytes += cipher.readableBytes
-            }
-            if self.outputBytes >= Self.highWatermark { self.reportedUnwritable = true }
+            for cipher in tls.flush() { self.enqueue(cipher) }
         }
         guard !self.waitingForWritable, !self.flushPending, !self.output.isEmpty else { return }
         // Sent when the loop has handled every ready socket: wake-ups of peers come together, at the end.

@@ -459,10 +459,8 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         let server = ServerConnection(id: self.nextServerID(), pool: self, link: link, logger: self.logger)
         let transport: Transport
         do {
-            transport = try Transport(fd: link.socket, loop: self.eventLoop, noDelay: true)
-            transport.delegate = server
+            transport = try Transport.start(fd: link.socket, loop: self.eventLoop, noDelay: true, delegate: server)
             transport.flushesFirst = true
-            try transport.register()
         } catch {
             link.finish()
             self.connectFailed("cannot register the server socket: \(error)")
