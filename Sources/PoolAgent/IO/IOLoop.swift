@@ -24,8 +24,9 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private let epollFD: Int32
     private let wakeFD: Int32
     private var thread: pthread_t?
-    /// Tasks from other threads, whether the loop was already woken for them, and whether its thread ended.
-    private let remote = NIOLockedValueBox<(tasks: [@Sendable () -> Void], woken: Bool, finished: Bool)>(([], false, false))
+    /// Tasks from other threads, whether the loop was already woken for them, whether its thread ended, and
+    /// who waits for it to end.
+    private let remote = NIOLockedValueBox<RemoteState>(RemoteState())
     /// Tasks the loop gave itself: no lock, no wake-up.
     private var local: [() -> Void] = []
     private var timers = TimerHeap()
@@ -37,8 +38,6 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private var stopping = false
     /// The time the current event started being handled: one clock read per event for the whole data path.
     private(set) var time: Moment = .now
-    /// Whether the thread has ended, and who waits for it to.
-    private let lifecycle = NIOLockedValueBox<(finished: Bool, callbacks: [(DispatchQueue, @Sendable ((any Error)?) -> Void)])>((false, []))
 
     private static let wakeToken = UInt64.max
 
@@ -152,19 +151,17 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         }
         self.runTasks()
         // From here on `execute` drops tasks and never touches the eventfd.
-        let last = self.remote.withLockedValue { state -> [@Sendable () -> Void] in
+        let (last, callbacks) = self.remote.withLockedValue { state in
             state.finished = true
-            defer { state.tasks.removeAll() }
-            return state.tasks
+            defer {
+                state.tasks.removeAll()
+                state.stopCallbacks.removeAll()
+            }
+            return (state.tasks, state.stopCallbacks)
         }
         for task in last { task() }
         Glibc.close(self.wakeFD)
         Glibc.close(self.epollFD)
-        let callbacks = self.lifecycle.withLockedValue { state in
-            state.finished = true
-            defer { state.callbacks.removeAll() }
-            return state.callbacks
-        }
         for (queue, callback) in callbacks { queue.async { callback(nil) } }
     }
 
@@ -295,9 +292,9 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     }
 
     func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
-        let running = self.lifecycle.withLockedValue { state -> Bool in
+        let running = self.remote.withLockedValue { state -> Bool in
             guard !state.finished, self.thread != nil else { return false }
-            state.callbacks.append((queue, callback))
+            state.stopCallbacks.append((queue, callback))
             return true
         }
         guard running else {
@@ -306,6 +303,14 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         }
         self.execute { self.stopping = true }
     }
+}
+
+/// What other threads share with the loop, under one lock.
+private struct RemoteState {
+    var tasks: [@Sendable () -> Void] = []
+    var woken = false
+    var finished = false
+    var stopCallbacks: [(DispatchQueue, @Sendable ((any Error)?) -> Void)] = []
 }
 
 /// A task scheduled on the loop at an uptime in nanoseconds.
