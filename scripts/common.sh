@@ -52,7 +52,24 @@ pg_reachable_dir() {
     printf '%s\n' "$wanted"
 }
 
-# start_cluster DIR PORT: initialises (once) and starts a trust-auth cluster with its socket in DIR/run.
+# port_in_use PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# free_port PORT: PORT when nothing listens there, else the next free one above it.
+free_port() {
+    local port=$1 last=$(( $1 + 200 ))
+    while port_in_use "$port"; do
+        port=$(( port + 1 ))
+        [ "$port" -le "$last" ] || die "no free TCP port between $1 and $last"
+    done
+    printf '%s\n' "$port"
+}
+
+# start_cluster DIR PORT: initialises (once) and starts a trust-auth cluster with its socket in DIR/run, and prints
+# the port it listens on. A cluster already running keeps its port; otherwise PORT is used when it is free, else the
+# next free port above it (another PostgreSQL on the machine must not stop a run).
 start_cluster() {
     local dir=$1 port=$2 bindir
     bindir=$(pg_bindir)
@@ -62,7 +79,6 @@ start_cluster() {
             || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
         cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-port = $port
 unix_socket_directories = '$dir/run'
 max_connections = 300
 shared_buffers = 128MB
@@ -73,10 +89,16 @@ log_min_messages = warning
 CONF
     fi
     as_pg_user mkdir -p "$dir/run"
-    if ! as_pg_user "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-        as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null \
-            || { tail -n 20 "$dir/postgres.log" >&2; die "PostgreSQL did not start"; }
+    if as_pg_user "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        sed -n 4p "$dir/data/postmaster.pid"
+        return 0
     fi
+    local wanted=$port
+    port=$(free_port "$wanted")
+    [ "$port" = "$wanted" ] || say "port $wanted is taken; the cluster in $dir listens on $port"
+    as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "-p $port" -w -t 60 start >/dev/null \
+        || { tail -n 20 "$dir/postgres.log" >&2; die "PostgreSQL did not start"; }
+    printf '%s\n' "$port"
 }
 
 stop_cluster() {
