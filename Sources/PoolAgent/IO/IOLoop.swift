@@ -33,6 +33,8 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private var timerSequence: UInt64 = 0
     private var handlers: [(any IOHandler)?] = []
     /// Transports with output to send at the end of this turn: servers, then clients.
+    /// The buffers this loop's transports read into.
+    let readBuffers = IOReadBuffers()
     private var pendingServerFlushes: [Transport] = []
     private var pendingFlushes: [Transport] = []
     private var stopping = false
@@ -143,6 +145,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             self.runTimers()
             self.runTasks(remote: woken)
             self.flushPending()
+            self.readBuffers.rewind()
         }
         // Shutting down: what was queued still runs, what was scheduled fails.
         self.runTasks()

@@ -101,7 +101,8 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     }
 
     private func readOnce() {
-        var buffer = IOReadBuffers.shared.next()
+        let buffers = self.loop.readBuffers
+        var buffer = buffers.next()
         var count = 0
         var code: Int32 = 0
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
@@ -109,7 +110,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             if count < 0 { code = errno }
             return max(count, 0)
         }
-        IOReadBuffers.shared.keep(buffer)
+        buffers.keep(buffer)
         if count > 0 {
             if let tls = self.tls {
                 self.readEncrypted(buffer, tls: tls)
@@ -353,12 +354,12 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     }
 }
 
-/// The loop thread's read buffers, taken in turn: a buffer is read into again once the bytes of its last
-/// read have been sent on (by the end of the loop turn, usually), without allocating. One whose bytes are
-/// still held somewhere is replaced by a fresh one, which `clear()` does by itself. Reads in one turn use
-/// different buffers, as their bytes wait in output queues until the turn's flush.
-final class IOReadBuffers: @unchecked Sendable {  // Used only on the loop thread.
-    static let shared = IOReadBuffers()
+/// A loop's read buffers, taken in turn from the first one at every loop turn: reads in one turn use
+/// different buffers, as their bytes wait in output queues until the turn's flush, and the next turn reads
+/// into the same few buffers again (warm in the cache) without allocating. One whose bytes are still held
+/// somewhere, by output the kernel could not take yet, is replaced by a fresh one, which `clear()` does by
+/// itself.
+final class IOReadBuffers: @unchecked Sendable {  // Used only on its loop's thread.
     static let capacity = 16 << 10
     private var buffers: [ByteBuffer?] = Array(repeating: nil, count: 256)
     private var index = 0
@@ -370,6 +371,11 @@ final class IOReadBuffers: @unchecked Sendable {  // Used only on the loop threa
         self.buffers[self.index] = nil
         buffer.clear()
         return buffer
+    }
+
+    /// Starts the next loop turn at the first buffer.
+    func rewind() {
+        self.index = self.buffers.count - 1
     }
 
     /// Keeps the buffer just read into for a later turn.
