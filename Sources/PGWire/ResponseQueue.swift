@@ -84,6 +84,21 @@ public struct ResponseQueue: Sendable {
         return false
     }
 
+    /// True when `serverMessage` acts on a message of `type`; for any other (DataRow, NoticeResponse …) it
+    /// only answers `.forward`, so a caller may skip it.
+    @inlinable
+    public static func accountsFor(_ type: UInt8) -> Bool {
+        switch type {
+        case BackendMessageID.parseComplete, BackendMessageID.bindComplete, BackendMessageID.closeComplete,
+            BackendMessageID.rowDescription, BackendMessageID.noData, BackendMessageID.commandComplete,
+            BackendMessageID.emptyQueryResponse, BackendMessageID.portalSuspended, BackendMessageID.readyForQuery,
+            BackendMessageID.errorResponse:
+            true
+        default:
+            false
+        }
+    }
+
     /// Accounts for one server message of `type`.
     /// - Parameters:
     ///   - emit: receives each synthesized response type that becomes due after this message, in order.

@@ -160,6 +160,29 @@ extension ResponseQueue {
         }
     }
 
+    @Test func aMessageTheQueueDoesNotAccountForChangesNothingWhateverIsOwed() {
+        // Every kind of entry at the head, a synthesized response behind it, and skipping after an error.
+        let heads: [ExpectedResponse] = [
+            .parse(swallow: true, statement: 1), .bind, .describe, .close(swallow: true), .evict(2), .execute, .sync,
+            .query,
+        ]
+        var skipped = 0
+        for type in UInt8.min...UInt8.max where !ResponseQueue.accountsFor(type) {
+            skipped += 1
+            for head in heads {
+                var queue = ResponseQueue()
+                queue.append([head, .synthesize(Server.closeComplete), .sync])
+                #expect(queue.receive(type) == .forward)
+                #expect(queue.pending == [head, .synthesize(Server.closeComplete), .sync])
+            }
+        }
+        // DataRow, CopyData, notices, ParameterStatus and the rest; not the responses the queue waits for.
+        #expect(skipped == 256 - 10)
+        #expect(!ResponseQueue.accountsFor(Server.dataRow))
+        #expect(!ResponseQueue.accountsFor(Server.copyData))
+        #expect(ResponseQueue.accountsFor(Server.errorResponse))
+    }
+
     // MARK: The agent's own Parse and Close
 
     @Test func theAgentsOwnCloseAndParseAreSwallowedTheClientsForwarded() {
