@@ -52,12 +52,17 @@ pg_reachable_dir() {
     printf '%s\n' "$wanted"
 }
 
-# port_in_use PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+# port_in_use PORT: true when a socket on this machine uses TCP port PORT (listening, or the local end of a
+# connection: the test and bench ports lie in the kernel's range for outgoing connections).
 port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    if command -v ss >/dev/null; then
+        [ -n "$(ss -Htan "sport = :$1" 2>/dev/null)" ]
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    fi
 }
 
-# free_port PORT: PORT when nothing listens there, else the next free one above it.
+# free_port PORT: PORT when nothing uses it, else the next free one above it.
 free_port() {
     local port=$1 last=$(( $1 + 200 ))
     while port_in_use "$port"; do
@@ -93,12 +98,22 @@ CONF
         sed -n 4p "$dir/data/postmaster.pid"
         return 0
     fi
-    local wanted=$port
-    port=$(free_port "$wanted")
-    [ "$port" = "$wanted" ] || say "port $wanted is taken; the cluster in $dir listens on $port"
-    as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "-p $port" -w -t 60 start >/dev/null \
-        || { tail -n 20 "$dir/postgres.log" >&2; die "PostgreSQL did not start"; }
-    printf '%s\n' "$port"
+    # A port can be taken between the check and PostgreSQL's bind (by an outgoing connection, say): then the
+    # next one is tried.
+    local wanted=$port attempt logged
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        port=$(free_port "$port")
+        logged=$(as_pg_user sh -c "cat '$dir/postgres.log' 2>/dev/null | wc -l")
+        if as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "-p $port" -w -t 60 start >/dev/null; then
+            [ "$port" = "$wanted" ] || say "port $wanted is taken; the cluster in $dir listens on $port"
+            printf '%s\n' "$port"
+            return 0
+        fi
+        as_pg_user tail -n "+$((logged + 1))" "$dir/postgres.log" | grep -q "could not create any TCP/IP sockets" || break
+        port=$(( port + 1 ))
+    done
+    as_pg_user tail -n 20 "$dir/postgres.log" >&2
+    die "PostgreSQL did not start"
 }
 
 stop_cluster() {

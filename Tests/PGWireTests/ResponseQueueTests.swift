@@ -161,7 +161,7 @@ extension ResponseQueue {
     }
 
     @Test func aMessageTheQueueDoesNotAccountForChangesNothingWhateverIsOwed() {
-        // Every kind of entry at the head, a synthesized response behind it, and skipping after an error.
+        // Every kind of entry at the head, with a synthesized response behind it.
         let heads: [ExpectedResponse] = [
             .parse(swallow: true, statement: 1), .bind, .describe, .close(swallow: true), .evict(2), .execute, .sync,
             .query,

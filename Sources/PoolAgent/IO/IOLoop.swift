@@ -32,9 +32,9 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private var timers = TimerHeap()
     private var timerSequence: UInt64 = 0
     private var handlers: [(any IOHandler)?] = []
-    /// Transports with output to send at the end of this turn: servers, then clients.
     /// The buffers this loop's transports read into.
     let readBuffers = IOReadBuffers()
+    /// Transports with output to send at the end of this turn: servers, then clients.
     private var pendingServerFlushes: [Transport] = []
     private var pendingFlushes: [Transport] = []
     private var stopping = false
