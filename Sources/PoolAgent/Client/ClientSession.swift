@@ -639,10 +639,15 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             self.close(reason: "client sent Terminate")
             return
         }
-        self.holdPendingInput(input)
-        guard self.state == .active else { return }
-        self.state = .waiting
-        pool.acquire(for: self)
+        // Usually an idle server is handed over within `acquire` and the request goes out straight from the
+        // read buffer; only a request still waiting after it is copied out (`holdPendingInput`).
+        let first = self.pendingInput == nil
+        if first { self.pendingInput = input } else { self.holdPendingInput(input) }
+        if self.state == .active {
+            self.state = .waiting
+            pool.acquire(for: self)
+        }
+        if first, let pending = self.pendingInput { self.pendingInput = pending.compacted }
     }
 
     private static func isOnlyTerminate(_ buffer: ByteBuffer) -> Bool {
