@@ -307,10 +307,18 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     func acquire(for client: ClientSession) {
         self.stats.checkouts += 1
-        self.waiters[SerialID(client.id)] = client
+        let id = SerialID(client.id)
         let now = self.eventLoop.time
-        self.waitingSince[SerialID(client.id)] = now
-        self.perform(self.machine.leaseRequested(SerialID(client.id), now: now))
+        let action = self.machine.leaseRequested(id, now: now)
+        // The common case, an idle server at once: the client never enters the waiting tables.
+        if case .lease(let serverID, let leased) = action.primary, leased == id, let server = self.servers[serverID] {
+            self.hand(server, to: client, waitingSince: now)
+            self.openServers(action.open)
+            return
+        }
+        self.waiters[id] = client
+        self.waitingSince[id] = now
+        self.perform(action)
     }
 
     /// A waiting client went away before it got a server.
@@ -377,7 +385,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
                 self.perform(self.machine.connectionReleased(serverID, reusable: true, now: .now))
                 break
             }
-            self.hand(server, to: client)
+            self.hand(server, to: client, waitingSince: self.waitingSince.removeValue(forKey: clientID))
         case .wait(_, let deadline):
             self.stats.waits += 1
             self.noteLoad()
@@ -392,8 +400,8 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     /// Gives `server` to `client`, first checking with an empty query a server idle longer than
     /// `pre_ping_after`; a dead one is discarded and the client asks again, without seeing an error.
-    private func hand(_ server: ServerConnection, to client: ClientSession) {
-        if let since = self.waitingSince.removeValue(forKey: SerialID(client.id)) {
+    private func hand(_ server: ServerConnection, to client: ClientSession, waitingSince: Moment?) {
+        if let since = waitingSince {
             let waited = since.microseconds(to: self.eventLoop.time)
             self.stats.waitTime.record(microseconds: waited)
             self.windowWait.record(microseconds: waited)
@@ -415,7 +423,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
             self.release(server, reusable: false, reason: "pre-ping failed")
             guard client.state == .waiting else { return }
             self.waiters[SerialID(client.id)] = client
-            self.waitingSince[SerialID(client.id)] = self.waitingSince[SerialID(client.id)] ?? .now
+            self.waitingSince[SerialID(client.id)] = waitingSince ?? self.eventLoop.time
             self.perform(self.machine.leaseRequested(SerialID(client.id), now: .now))
         }
     }
