@@ -31,6 +31,7 @@ public struct MessageScanner: Sendable {
     }
 
     /// True when the stream is at a message boundary with nothing held back.
+    @inlinable
     public var isAtBoundary: Bool { self.skipRemaining == 0 && self.heldBack == nil }
 
     /// Joins `input` to whatever was held back from the previous read; scan the result from its reader index.

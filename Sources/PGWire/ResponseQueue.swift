@@ -39,16 +39,17 @@ public struct ResponseQueue: Sendable {
         case swallow
     }
 
-    private var entries: [ExpectedResponse] = []
-    private var head = 0
+    @usableFromInline var entries: [ExpectedResponse] = []
+    @usableFromInline var head = 0
     /// After an error in the extended protocol the server discards every message until Sync.
     public private(set) var skippingUntilSync = false
 
     public init() {}
 
-    public var isEmpty: Bool { self.head == self.entries.count }
-    public var count: Int { self.entries.count - self.head }
-    public var first: ExpectedResponse? { self.isEmpty ? nil : self.entries[self.head] }
+    // Read for every request the agent forwards: inlined into the caller instead of copying the queue.
+    @inlinable public var isEmpty: Bool { self.head == self.entries.count }
+    @inlinable public var count: Int { self.entries.count - self.head }
+    @inlinable public var first: ExpectedResponse? { self.isEmpty ? nil : self.entries[self.head] }
 
     /// Records what the server owes for a message just sent. Returns false, recording nothing, when the
     /// server will discard the message because it is skipping until Sync.
@@ -176,7 +177,9 @@ public struct ResponseQueue: Sendable {
     private mutating func pop() {
         self.head += 1
         if self.head == self.entries.count {
-            self.entries.removeAll(keepingCapacity: true)
+            // Usually one or two entries: removeLast keeps the capacity and is far cheaper than the generic
+            // removeAll(keepingCapacity:).
+            while !self.entries.isEmpty { self.entries.removeLast() }
             self.head = 0
         } else if self.head >= 32 && self.head * 2 >= self.entries.count {
             self.entries.removeFirst(self.head)
