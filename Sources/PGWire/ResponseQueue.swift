@@ -100,6 +100,15 @@ public struct ResponseQueue: Sendable {
         }
     }
 
+    /// True when `serverMessage` would change nothing for a message of `type` and answer `.forward`: a type it
+    /// does not account for, nothing owed, or a simple Query owed, which only its ReadyForQuery ends (rows,
+    /// CommandComplete and errors of a Query pass through). Checked inline for every server message.
+    @inlinable
+    public func passesThrough(_ type: UInt8) -> Bool {
+        guard Self.accountsFor(type), self.head < self.entries.count else { return true }
+        return self.entries[self.head] == .query && type != BackendMessageID.readyForQuery
+    }
+
     /// Accounts for one server message of `type`.
     /// - Parameters:
     ///   - emit: receives each synthesized response type that becomes due after this message, in order.

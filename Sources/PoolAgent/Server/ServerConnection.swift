@@ -326,7 +326,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                         self.copyIn = true
                         self.outstanding -= self.responses.copyInStarted()
                     }
-                    guard let client, ResponseQueue.accountsFor(type) else { continue }
+                    guard let client, !self.responses.passesThrough(type) else { continue }
                     var due = SynthesizedResponses()
                     let disposition = self.responses.serverMessage(
                         type,
