@@ -100,8 +100,8 @@ CONF
     fi
     # A port can be taken between the check and PostgreSQL's bind (by an outgoing connection, say): then the
     # next one is tried.
-    local wanted=$port attempt logged
-    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    local wanted=$port logged
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
         port=$(free_port "$port")
         logged=$(as_pg_user sh -c "cat '$dir/postgres.log' 2>/dev/null | wc -l")
         if as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "-p $port" -w -t 60 start >/dev/null; then
