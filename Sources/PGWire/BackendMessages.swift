@@ -78,9 +78,18 @@ public struct ParameterStatus: Equatable, Sendable {
 extension TransactionStatus {
     /// Reads the body of a ReadyForQuery message.
     public static func decode(from body: inout ByteBuffer) throws(WireError) -> TransactionStatus {
-        guard body.readableBytes == 1, let byte = body.readInteger(as: UInt8.self),
-            let status = TransactionStatus(rawValue: byte)
-        else { throw .malformed("ReadyForQuery carries no valid transaction status") }
+        let status = try Self.decode(MessageBody(index: body.readerIndex, length: body.readableBytes), in: body)
+        body.moveReaderIndex(forwardBy: 1)
+        return status
+    }
+
+    /// Reads the body of a ReadyForQuery message where it lies in `buffer`, without slicing it out; inlined
+    /// where the agent reads every ReadyForQuery.
+    @inlinable
+    public static func decode(_ body: MessageBody, in buffer: ByteBuffer) throws(WireError) -> TransactionStatus {
+        guard body.length == 1, let byte = body.firstByte(in: buffer), let status = TransactionStatus(rawValue: byte) else {
+            throw .malformed("ReadyForQuery carries no valid transaction status")
+        }
         return status
     }
 }

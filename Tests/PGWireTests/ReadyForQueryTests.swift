@@ -31,6 +31,20 @@ import Testing
         }
     }
 
+    @Test func decodesABodyWhereItLiesInTheScannedBuffer() throws {
+        // Two messages; the scanner reports where the second one's body is.
+        var buffer = ByteBuffer()
+        buffer.writeReadyForQuery(.idle)
+        buffer.writeReadyForQuery(.inTransaction)
+        #expect(try TransactionStatus.decode(MessageBody(index: 11, length: 1), in: buffer) == .inTransaction)
+        #expect(throws: WireError.malformed("ReadyForQuery carries no valid transaction status")) {
+            try TransactionStatus.decode(MessageBody(index: 10, length: 1), in: buffer)  // the length word, not a status
+        }
+        #expect(throws: WireError.malformed("ReadyForQuery carries no valid transaction status")) {
+            try TransactionStatus.decode(MessageBody(index: 11, length: 0), in: buffer)
+        }
+    }
+
     @Test func statusDescriptionsReadAsPostgreSQLDescribesThem() {
         #expect(TransactionStatus.idle.description == "idle")
         #expect(TransactionStatus.inTransaction.description == "in transaction")

@@ -278,10 +278,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                     if let captured {
                         switch type {
                         case BackendMessageID.readyForQuery:
-                            guard captured.length == 1, let byte = captured.firstByte(in: buffer), let status = TransactionStatus(rawValue: byte) else {
-                                throw WireError.malformed("ReadyForQuery carries no valid transaction status")
-                            }
-                            self.transactionStatus = status
+                            self.transactionStatus = try TransactionStatus.decode(captured, in: buffer)
                             self.outstanding = max(0, self.outstanding - 1)
                             if self.outstanding == 0, self.internalQuery == nil { self.requestFinished() }
                             if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
