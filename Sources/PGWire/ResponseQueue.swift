@@ -186,9 +186,7 @@ public struct ResponseQueue: Sendable {
     private mutating func pop() {
         self.head += 1
         if self.head == self.entries.count {
-            // Usually one or two entries: removeLast keeps the capacity and is far cheaper than the generic
-            // removeAll(keepingCapacity:).
-            while !self.entries.isEmpty { self.entries.removeLast() }
+            self.entries.removeAllKeepingStorage()
             self.head = 0
         } else if self.head >= 32 && self.head * 2 >= self.entries.count {
             self.entries.removeFirst(self.head)

@@ -4,6 +4,7 @@ import CPoolIO
 import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore
+import PGWire
 import PoolCore
 
 #if canImport(Glibc)
@@ -213,13 +214,13 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
                 self.pendingServerFlushes[index].flushNow()
                 index += 1
             }
-            while !self.pendingServerFlushes.isEmpty { self.pendingServerFlushes.removeLast() }
+            self.pendingServerFlushes.removeAllKeepingStorage()
             index = 0
             while index < self.pendingFlushes.count {
                 self.pendingFlushes[index].flushNow()
                 index += 1
             }
-            while !self.pendingFlushes.isEmpty { self.pendingFlushes.removeLast() }
+            self.pendingFlushes.removeAllKeepingStorage()
         }
     }
 

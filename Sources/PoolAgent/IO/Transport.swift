@@ -3,6 +3,7 @@
 import CPoolIO
 import NIOCore
 import NIOSSL
+import PGWire
 
 #if canImport(Glibc)
 import Glibc
@@ -243,11 +244,11 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             }
         }
         if done == self.output.count {
-            // The usual case is one buffer: removeLast is far cheaper than the generic removeAll.
-            if done == 1 {
-                self.output.removeLast()
+            // Usually one buffer or a few: their storage is kept for the next ones.
+            if done <= 4 {
+                self.output.removeAllKeepingStorage()
             } else {
-                self.output.removeAll(keepingCapacity: self.output.count <= 4)
+                self.output.removeAll()
             }
         } else if done > 0 {
             self.output.removeFirst(done)
