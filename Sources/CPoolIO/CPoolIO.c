@@ -9,7 +9,10 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/io_uring.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -176,4 +179,169 @@ int cpoolio_listen_unix(const char *path, int backlog) {
         return -1;
     }
     return listen_on(fd, backlog);
+}
+
+// MARK: Batched sends
+
+struct cpoolio_batch {
+    int fd;
+    unsigned entries;
+    unsigned queued;
+    void *ring;
+    size_t ringSize;
+    struct io_uring_sqe *sqes;
+    size_t sqesSize;
+    unsigned *sqHead;
+    unsigned *sqTail;
+    unsigned sqMask;
+    unsigned *sqArray;
+    unsigned *cqHead;
+    unsigned *cqTail;
+    unsigned cqMask;
+    struct io_uring_cqe *cqes;
+    struct msghdr *messages;
+    struct iovec *vectors;
+};
+
+cpoolio_batch *cpoolio_batch_create(unsigned entries) {
+    struct io_uring_params params;
+    memset(&params, 0, sizeof params);
+    params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+    int fd = (int)syscall(SYS_io_uring_setup, entries, &params);
+    if (fd < 0) return NULL;
+    if (!(params.features & IORING_FEAT_SINGLE_MMAP) || params.sq_entries < entries) {
+        close(fd);
+        errno = ENOTSUP;
+        return NULL;
+    }
+    cpoolio_batch *batch = calloc(1, sizeof *batch);
+    if (batch == NULL) {
+        close(fd);
+        errno = ENOMEM;
+        return NULL;
+    }
+    batch->fd = fd;
+    batch->entries = entries;
+    size_t sqSize = params.sq_off.array + params.sq_entries * sizeof(unsigned);
+    size_t cqSize = params.cq_off.cqes + params.cq_entries * sizeof(struct io_uring_cqe);
+    batch->ringSize = sqSize > cqSize ? sqSize : cqSize;
+    batch->ring = mmap(NULL, batch->ringSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+    batch->sqesSize = params.sq_entries * sizeof(struct io_uring_sqe);
+    batch->sqes = mmap(NULL, batch->sqesSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+    batch->messages = calloc(entries, sizeof(struct msghdr));
+    batch->vectors = calloc((size_t)entries * CPOOLIO_BATCH_VECTORS, sizeof(struct iovec));
+    if (batch->ring == MAP_FAILED || batch->sqes == MAP_FAILED || batch->messages == NULL || batch->vectors == NULL) {
+        int saved = batch->ring == MAP_FAILED || batch->sqes == MAP_FAILED ? errno : ENOMEM;
+        if (batch->ring == MAP_FAILED) batch->ring = NULL;
+        if (batch->sqes == MAP_FAILED) batch->sqes = NULL;
+        cpoolio_batch_destroy(batch);
+        errno = saved;
+        return NULL;
+    }
+    char *ring = batch->ring;
+    batch->sqHead = (unsigned *)(ring + params.sq_off.head);
+    batch->sqTail = (unsigned *)(ring + params.sq_off.tail);
+    batch->sqMask = *(unsigned *)(ring + params.sq_off.ring_mask);
+    batch->sqArray = (unsigned *)(ring + params.sq_off.array);
+    batch->cqHead = (unsigned *)(ring + params.cq_off.head);
+    batch->cqTail = (unsigned *)(ring + params.cq_off.tail);
+    batch->cqMask = *(unsigned *)(ring + params.cq_off.ring_mask);
+    batch->cqes = (struct io_uring_cqe *)(ring + params.cq_off.cqes);
+    // Entry i always uses SQE i: the indirection array is fixed once.
+    for (unsigned i = 0; i < params.sq_entries; i++) batch->sqArray[i] = i;
+    return batch;
+}
+
+void cpoolio_batch_destroy(cpoolio_batch *batch) {
+    if (batch == NULL) return;
+    if (batch->sqes != NULL) munmap(batch->sqes, batch->sqesSize);
+    if (batch->ring != NULL) munmap(batch->ring, batch->ringSize);
+    close(batch->fd);
+    free(batch->messages);
+    free(batch->vectors);
+    free(batch);
+}
+
+int cpoolio_batch_add(cpoolio_batch *batch, int fd, const struct iovec *vectors, int count) {
+    if (batch->queued == batch->entries || count < 1 || count > CPOOLIO_BATCH_VECTORS) return -1;
+    unsigned index = batch->queued;
+    unsigned tail = *batch->sqTail;
+    struct io_uring_sqe *sqe = &batch->sqes[tail & batch->sqMask];
+    memset(sqe, 0, sizeof *sqe);
+    sqe->fd = fd;
+    // MSG_DONTWAIT makes a full socket complete with -EAGAIN at once instead of waiting in the kernel, so no
+    // send outlives the submitting call.
+    sqe->msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+    sqe->user_data = index;
+    if (count == 1) {
+        sqe->opcode = IORING_OP_SEND;
+        sqe->addr = (uint64_t)(uintptr_t)vectors[0].iov_base;
+        sqe->len = (uint32_t)vectors[0].iov_len;
+    } else {
+        struct iovec *own = &batch->vectors[(size_t)index * CPOOLIO_BATCH_VECTORS];
+        memcpy(own, vectors, (size_t)count * sizeof *own);
+        struct msghdr *message = &batch->messages[index];
+        memset(message, 0, sizeof *message);
+        message->msg_iov = own;
+        message->msg_iovlen = (size_t)count;
+        sqe->opcode = IORING_OP_SENDMSG;
+        sqe->addr = (uint64_t)(uintptr_t)message;
+        sqe->len = 1;
+    }
+    __atomic_store_n(batch->sqTail, tail + 1, __ATOMIC_RELEASE);
+    batch->queued += 1;
+    return (int)index;
+}
+
+int cpoolio_batch_submit(cpoolio_batch *batch, int32_t *results) {
+    unsigned queued = batch->queued;
+    if (queued == 0) return 0;
+    batch->queued = 0;
+    for (unsigned i = 0; i < queued; i++) results[i] = CPOOLIO_BATCH_NOT_SENT;
+    // Waiting for every completion costs nothing when all completed inline, as non-blocking sends do, and
+    // guarantees that no buffer is read after this returns.
+    unsigned taken = 0;
+    int error = 0;
+    while (taken < queued) {
+        long count = syscall(SYS_io_uring_enter, batch->fd, queued - taken, queued - taken, IORING_ENTER_GETEVENTS, NULL, 0);
+        if (count < 0) {
+            if (errno == EINTR) continue;
+            error = errno;
+            break;
+        }
+        if (count == 0) {
+            error = EAGAIN;
+            break;
+        }
+        taken += (unsigned)count;
+    }
+    if (taken < queued) {
+        // What the kernel did not take is taken back, so that a later call cannot send it.
+        __atomic_store_n(batch->sqTail, __atomic_load_n(batch->sqHead, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
+    }
+    unsigned done = 0;
+    while (done < taken) {
+        unsigned head = *batch->cqHead;
+        unsigned tail = __atomic_load_n(batch->cqTail, __ATOMIC_ACQUIRE);
+        if (head == tail) {
+            long waited = syscall(SYS_io_uring_enter, batch->fd, 0, taken - done, IORING_ENTER_GETEVENTS, NULL, 0);
+            if (waited < 0 && errno != EINTR) {
+                // Sends the kernel took whose outcome cannot be learnt: reported as failed, never sent twice.
+                int saved = errno;
+                for (unsigned i = 0; i < taken; i++) {
+                    if (results[i] == CPOOLIO_BATCH_NOT_SENT) results[i] = -EIO;
+                }
+                return -saved;
+            }
+            continue;
+        }
+        while (head != tail) {
+            struct io_uring_cqe *cqe = &batch->cqes[head & batch->cqMask];
+            if (cqe->user_data < queued) results[cqe->user_data] = cqe->res;
+            head += 1;
+            done += 1;
+        }
+        __atomic_store_n(batch->cqHead, head, __ATOMIC_RELEASE);
+    }
+    return error == 0 ? (int)taken : -error;
 }

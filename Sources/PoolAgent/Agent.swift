@@ -37,7 +37,10 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         // Before any thread exists, so every thread inherits the mask and no signal is lost.
         SignalWaiter.blockHandledSignals()
         // One event loop carries all client and server traffic, like PgBouncer: pool state needs no locks.
-        let loop = try IOLoop()
+        let loop = try IOLoop(batchedSends: configuration.ioUring, logger: logger)
+        if let reason = loop.batchUnavailable {
+            logger.warning("io_uring is not available; sending with send(2), one call per socket", metadata: [LogKey.error: "\(reason)"])
+        }
         self.loop = loop
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         // Blocking libpq connects and cancels run here, never on the event loop.
@@ -68,6 +71,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
             "unix_socket": "\(self.unixSocketPath ?? "none")",
             "control_socket": "\(self.configuration.controlSocket)",
             "pools": "\(self.configuration.pools.keys.sorted().joined(separator: ","))",
+            "sends": "\(self.loop.sendsInBatches ? "io_uring" : "send")",
         ])
         try? self.stopped.futureResult.wait()
         try? self.controlChannel?.close().wait()

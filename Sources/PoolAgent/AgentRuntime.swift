@@ -259,6 +259,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             restart.append("agent.unix_socket_dir")
         }
         if next.controlSocket != self.configuration.controlSocket { restart.append("agent.control_socket") }
+        if next.ioUring != self.configuration.ioUring { restart.append("agent.io_uring") }
         for (name, settings) in next.pools.sorted(by: { $0.key < $1.key }) {
             guard let pool = self.pools[name] else {
                 do {

@@ -26,6 +26,7 @@ import Testing
         #expect(config.unixSocketDirectory == nil)
         #expect(config.controlSocket == "/run/poolagent/poolagent.sock")
         #expect(config.controlSocketMode == 0o600)
+        #expect(config.ioUring)
         let pool = try #require(config.pools["app"])
         #expect(pool.mode == .session)
         #expect(pool.size == 10)
@@ -41,6 +42,7 @@ import Testing
             listen = ["127.0.0.1:7000", "[::1]:7001", "*:7002"]
             unix_socket_dir = "/tmp/pa"
             control_socket_mode = "0660"
+            io_uring = false
 
             [defaults]
             size = 20
@@ -58,6 +60,7 @@ import Testing
             """)
         #expect(config.listen.map(\.description) == ["127.0.0.1:7000", "[::1]:7001", "0.0.0.0:7002"])
         #expect(config.unixSocketPort == 7000)
+        #expect(!config.ioUring)
         #expect(config.controlSocketMode == 0o660)
         let app = try #require(config.pools["app"])
         #expect(app.size == 5)
@@ -95,6 +98,7 @@ import Testing
         ("[pools.a]\nupstream = \"host=/tmp\"\nserver_settings = { jit = [1] }", "pools.a.server_settings.jit", "expected a string"),
         ("[agent]\nlisten = [\"localhost\"]\n[pools.a]\nupstream = \"host=/tmp\"", "agent.listen[0]", "host:port"),
         ("[agent]\nlog_level = \"loud\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.log_level", "unknown level"),
+        ("[agent]\nio_uring = \"yes\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.io_uring", "expected a boolean"),
         ("[agent]\ncontrol_socket_mode = \"rw\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.control_socket_mode", "octal"),
         ("[agent]\n", "pools", "no pool"),
     ])

@@ -35,8 +35,9 @@ import Testing
         #expect(outcome.withLockedValue { $0 as? EventLoopError } == .shutdown)
     }
 
-    @Test func transportReadsWritesAndReportsThePeersClose() throws {
-        let (loop, transport, peer, recorder) = try Self.connectedPair()
+    @Test(arguments: [true, false])
+    func transportReadsWritesAndReportsThePeersClose(batchedSends: Bool) throws {
+        let (loop, transport, peer, recorder) = try Self.connectedPair(batchedSends: batchedSends)
         defer { try? loop.syncShutdownGracefully() }
         #expect(Glibc.write(peer, "hello", 5) == 5)
         try Self.waitUntil { recorder.received.withLockedValue { $0 } == Array("hello".utf8) }
@@ -52,8 +53,9 @@ import Testing
         #expect(try loop.submit { transport.isOpen }.wait() == false)
     }
 
-    @Test func transportStopsBeingWritableUntilTheSlowPeerCatchesUp() throws {
-        let (loop, transport, peer, recorder) = try Self.connectedPair()
+    @Test(arguments: [true, false])
+    func transportStopsBeingWritableUntilTheSlowPeerCatchesUp(batchedSends: Bool) throws {
+        let (loop, transport, peer, recorder) = try Self.connectedPair(batchedSends: batchedSends)
         defer {
             close(peer)
             try? loop.syncShutdownGracefully()
@@ -71,8 +73,9 @@ import Testing
         #expect(try loop.submit { transport.isWritable }.wait())
     }
 
-    @Test func closeAfterFlushSendsEverythingFirst() throws {
-        let (loop, transport, peer, recorder) = try Self.connectedPair()
+    @Test(arguments: [true, false])
+    func closeAfterFlushSendsEverythingFirst(batchedSends: Bool) throws {
+        let (loop, transport, peer, recorder) = try Self.connectedPair(batchedSends: batchedSends)
         defer {
             close(peer)
             try? loop.syncShutdownGracefully()
@@ -84,6 +87,81 @@ import Testing
         }.wait()
         #expect(Self.read(peer, count: size + 1).count == size, "every byte, then end of file")
         try Self.waitUntil { recorder.closed.withLockedValue { $0 } != nil }
+    }
+
+    // MARK: Batched sends
+
+    @Test func sendsAreBatchedWhereTheKernelAllowsIoUring() throws {
+        let loop = try IOLoop()
+        defer { try? loop.syncShutdownGracefully() }
+        loop.start()
+        // /proc/sys/kernel/io_uring_disabled: 0 lets every process use io_uring (kernel 6.6 and later).
+        let setting = Self.contents(of: "/proc/sys/kernel/io_uring_disabled")
+        if setting == "0" {
+            #expect(loop.sendsInBatches, "io_uring is allowed here, yet: \(loop.batchUnavailable ?? "?")")
+        }
+        let plain = try IOLoop(batchedSends: false)
+        plain.start()
+        defer { try? plain.syncShutdownGracefully() }
+        #expect(!plain.sendsInBatches)
+        #expect(plain.batchUnavailable == nil, "not asked for, so not missing")
+    }
+
+    @Test(arguments: [true, false])
+    func oneTurnSendsToMoreSocketsThanABatchHolds(batchedSends: Bool) throws {
+        let loop = try IOLoop(batchedSends: batchedSends)
+        loop.start()
+        defer { try? loop.syncShutdownGracefully() }
+        let count = 300  // the batch holds 256 sends
+        var peers: [Int32] = []
+        var transports: [Transport] = []
+        defer { for peer in peers { close(peer) } }
+        for _ in 0..<count {
+            var fds: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw IOError(errnoCode: errno, reason: "socketpair") }
+            transports.append(try loop.submit { try Transport.start(fd: fds[0], loop: loop, noDelay: false, delegate: Recorder()) }.wait())
+            peers.append(fds[1])
+        }
+        try loop.submit {
+            for (index, transport) in transports.enumerated() {
+                transport.write(ByteBuffer(string: "socket \(index);"))
+                transport.flush()
+            }
+        }.wait()
+        for (index, peer) in peers.enumerated() {
+            let expected = Array("socket \(index);".utf8)
+            #expect(Self.read(peer, count: expected.count) == expected)
+        }
+    }
+
+    @Test(arguments: [true, false])
+    func moreBuffersThanOneSendTakesGoOutInOrder(batchedSends: Bool) throws {
+        let (loop, transport, peer, _) = try Self.connectedPair(batchedSends: batchedSends)
+        defer {
+            close(peer)
+            try? loop.syncShutdownGracefully()
+        }
+        let parts = (0..<150).map { "part \($0)," }
+        try loop.submit {
+            for part in parts { transport.write(ByteBuffer(string: part)) }
+            transport.flush()
+        }.wait()
+        let expected = Array(parts.joined().utf8)
+        #expect(Self.read(peer, count: expected.count) == expected)
+    }
+
+    @Test(arguments: [true, false])
+    func aPeerThatStoppedReadingFailsTheSendWithItsError(batchedSends: Bool) throws {
+        let (loop, transport, peer, recorder) = try Self.connectedPair(batchedSends: batchedSends)
+        defer {
+            close(peer)
+            try? loop.syncShutdownGracefully()
+        }
+        // The peer can still send, so the transport sees no end of file: only the send fails.
+        #expect(shutdown(peer, Int32(SHUT_RD)) == 0)
+        try loop.submit { transport.writeAndFlush(ByteBuffer(string: "lost")) }.wait()
+        try Self.waitUntil { recorder.closed.withLockedValue { $0 } != nil }
+        #expect(recorder.closed.withLockedValue { $0 } == .some(String(cString: strerror(EPIPE))))
     }
 
     // MARK: Helpers
@@ -107,10 +185,10 @@ import Testing
     }
 
     /// A loop, a transport on one end of a Unix socket pair, the other end (blocking) and the delegate.
-    static func connectedPair() throws -> (IOLoop, Transport, Int32, Recorder) {
+    static func connectedPair(batchedSends: Bool = true) throws -> (IOLoop, Transport, Int32, Recorder) {
         var fds: [Int32] = [0, 0]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw IOError(errnoCode: errno, reason: "socketpair") }
-        let loop = try IOLoop()
+        let loop = try IOLoop(batchedSends: batchedSends)
         loop.start()
         let recorder = Recorder()
         let transport = try loop.submit {
@@ -129,6 +207,15 @@ import Testing
             bytes += chunk[0..<got]
         }
         return bytes
+    }
+
+    /// A small file's first line, or nil when it cannot be read.
+    static func contents(of path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 256)
+        guard fgets(&line, Int32(line.count), file) != nil else { return nil }
+        return String(cString: line).split(separator: "\n").first.map(String.init) ?? ""
     }
 
     static func waitUntil(_ condition: () -> Bool) throws {

@@ -36,6 +36,22 @@ ssize_t cpoolio_recv(int fd, void *buffer, size_t length);
 ssize_t cpoolio_send(int fd, const void *buffer, size_t length);
 ssize_t cpoolio_sendv(int fd, const struct iovec *vectors, int count);
 
+/// A batch of sends made with one system call (io_uring): each is a non-blocking send(2) or sendmsg(2) that
+/// the kernel makes, in order, while `cpoolio_batch_submit` runs, so the buffers need to live only until it
+/// returns. NULL from `cpoolio_batch_create` (with errno) when the kernel has no io_uring or forbids it.
+typedef struct cpoolio_batch cpoolio_batch;
+cpoolio_batch *cpoolio_batch_create(unsigned entries);
+void cpoolio_batch_destroy(cpoolio_batch *batch);
+/// Adds a send of `count` vectors (at most CPOOLIO_BATCH_VECTORS, copied) to `fd`; returns its index in the
+/// batch, or -1 when the batch is full.
+int cpoolio_batch_add(cpoolio_batch *batch, int fd, const struct iovec *vectors, int count);
+/// Makes the batch's sends and empties it. results[i] gets what send i returned (bytes sent or -errno), or
+/// CPOOLIO_BATCH_NOT_SENT when the kernel did not take it. Returns how many it took, or -errno when it
+/// could not take them all.
+int cpoolio_batch_submit(cpoolio_batch *batch, int32_t *results);
+
+enum { CPOOLIO_BATCH_VECTORS = 64, CPOOLIO_BATCH_NOT_SENT = INT32_MIN };
+
 /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; -1 with errno when nothing is waiting.
 int cpoolio_accept(int fd);
 int cpoolio_set_nonblocking(int fd);

@@ -31,6 +31,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var controlAllowedUIDs: [Int]
     public var loginTimeout: Duration
     public var shutdownTimeout: Duration
+    /// Each loop turn's output goes to the kernel in one io_uring submission (where the kernel allows
+    /// io_uring), not with one send(2) per socket.
+    public var ioUring: Bool
     public var logLevel: String
     public var auth: AuthSettings
     public var tls: TLSSettings

@@ -7,7 +7,7 @@ import Glibc
 public enum ConfigLoader {
     static let agentKeys: Set<String> = [
         "listen", "unix_socket_dir", "unix_socket_port", "control_socket", "control_socket_mode",
-        "login_timeout", "shutdown_timeout", "log_level", "control_allowed_uids", "metrics_listen",
+        "login_timeout", "shutdown_timeout", "log_level", "control_allowed_uids", "metrics_listen", "io_uring",
     ]
     static let poolKeys: Set<String> = [
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
@@ -109,6 +109,11 @@ public enum ConfigLoader {
             }
             let loginTimeout = try self.duration(agent, "login_timeout", "agent", positive: true) ?? .seconds(60)
             let shutdownTimeout = try self.duration(agent, "shutdown_timeout", "agent", positive: false) ?? .seconds(30)
+            var ioUring = true
+            if let value = self.lookup(agent, "io_uring") {
+                guard case .boolean(let on) = value else { throw self.error("agent.io_uring", "expected a boolean, found \(value.typeName)") }
+                ioUring = on
+            }
             let logLevel = try self.optionalString(agent, "log_level", "agent") ?? "info"
             guard ConfigLoader.logLevels.contains(logLevel) else {
                 throw self.error("agent.log_level", "unknown level \"\(logLevel)\"; expected one of \(ConfigLoader.logLevels.joined(separator: ", "))")
@@ -141,6 +146,7 @@ public enum ConfigLoader {
                 controlAllowedUIDs: allowedUIDs,
                 loginTimeout: loginTimeout,
                 shutdownTimeout: shutdownTimeout,
+                ioUring: ioUring,
                 logLevel: logLevel,
                 auth: auth,
                 tls: tls,

@@ -2,6 +2,7 @@
 
 import CPoolIO
 import Dispatch
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import PGWire
@@ -38,13 +39,22 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     /// Transports with output to send at the end of this turn: servers, then clients.
     private var pendingServerFlushes: [Transport] = []
     private var pendingFlushes: [Transport] = []
+    /// The end-of-turn sends go to the kernel together, in one system call, when it has io_uring: the peers
+    /// they wake then preempt the loop once per turn, not once per send.
+    private var sendBatch: OpaquePointer?
+    private var batched: [Transport] = []
+    private var batchResults: [Int32]
+    private static let batchEntries = 256
+    private let logger: Logger
     private var stopping = false
     /// The time the current event started being handled: one clock read per event for the whole data path.
     private(set) var time: Moment = .now
 
     private static let wakeToken = UInt64.max
 
-    init() throws {
+    /// `batchedSends`: send each turn's output with io_uring where the kernel allows it.
+    init(batchedSends: Bool = true, logger: Logger = Logger(label: "poolagent.io")) throws {
+        self.logger = logger
         self.epollFD = cpoolio_epoll_create()
         guard self.epollFD >= 0 else { throw IOError(errnoCode: errno, reason: "epoll_create1") }
         self.wakeFD = cpoolio_eventfd()
@@ -58,7 +68,17 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             Glibc.close(self.epollFD)
             throw IOError(errnoCode: code, reason: "epoll_ctl")
         }
+        self.batchResults = Array(repeating: 0, count: Self.batchEntries)
+        if batchedSends {
+            self.sendBatch = cpoolio_batch_create(UInt32(Self.batchEntries))
+            if self.sendBatch == nil { self.batchUnavailable = String(cString: strerror(errno)) }
+        }
     }
+
+    /// Whether the loop sends each turn's output in one system call (io_uring), or with one per socket.
+    var sendsInBatches: Bool { self.sendBatch != nil }
+    /// Why batched sends were asked for and are not made: the kernel's refusal of io_uring.
+    private(set) var batchUnavailable: String?
 
     /// Starts the loop's thread; returns once the thread knows it is the loop's.
     func start() {
@@ -166,6 +186,8 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         for task in last { task() }
         Glibc.close(self.wakeFD)
         Glibc.close(self.epollFD)
+        cpoolio_batch_destroy(self.sendBatch)
+        self.sendBatch = nil
         for (queue, callback) in callbacks { queue.async { callback(nil) } }
     }
 
@@ -209,6 +231,14 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         // Servers first: a query reaching its backend sooner overlaps with the replies still to send.
         // Flushing can queue more (a peer told its socket closed); the loops take those too.
         while !self.pendingServerFlushes.isEmpty || !self.pendingFlushes.isEmpty {
+            if let batch = self.sendBatch {
+                self.flushBatched(batch)
+                if self.batchUnavailable != nil {
+                    cpoolio_batch_destroy(batch)
+                    self.sendBatch = nil
+                }
+                continue
+            }
             var index = 0
             while index < self.pendingServerFlushes.count {
                 self.pendingServerFlushes[index].flushNow()
@@ -222,6 +252,62 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             }
             self.pendingFlushes.removeAllKeepingStorage()
         }
+    }
+
+    private func flushBatched(_ batch: OpaquePointer) {
+        var index = 0
+        while index < self.pendingServerFlushes.count {
+            self.addSend(self.pendingServerFlushes[index], to: batch)
+            index += 1
+        }
+        self.pendingServerFlushes.removeAllKeepingStorage()
+        index = 0
+        while index < self.pendingFlushes.count {
+            self.addSend(self.pendingFlushes[index], to: batch)
+            index += 1
+        }
+        self.pendingFlushes.removeAllKeepingStorage()
+        self.submitBatch(batch)
+    }
+
+    private func addSend(_ transport: Transport, to batch: OpaquePointer) {
+        while true {
+            switch transport.addSend(to: batch) {
+            case .added:
+                self.batched.append(transport)
+                return
+            case .nothingToSend:
+                return
+            case .batchFull:
+                self.submitBatch(batch)
+            }
+        }
+    }
+
+    /// Makes the batch's sends and tells each transport what became of its own; a send the kernel did not
+    /// take is made by its transport directly.
+    private func submitBatch(_ batch: OpaquePointer) {
+        guard !self.batched.isEmpty else { return }
+        let submitted = self.batchResults.withUnsafeMutableBufferPointer { cpoolio_batch_submit(batch, $0.baseAddress) }
+        if submitted < 0 {
+            // What the kernel did not take is sent directly below; later turns send directly too.
+            self.batchUnavailable = String(cString: strerror(-submitted))
+            self.logger.warning("io_uring submission failed; sending with send(2) from now on",
+                                metadata: [LogKey.error: "\(self.batchUnavailable ?? "")"])
+        }
+        var index = 0
+        while index < self.batched.count {
+            self.batched[index].sentInBatch(self.batchResults[index])
+            index += 1
+        }
+        // A reaction (writable again, a close) may write to another transport of the batch, or close it: by
+        // now each knows what it already sent.
+        index = 0
+        while index < self.batched.count {
+            self.batched[index].finishBatchedSend(self.batchResults[index])
+            index += 1
+        }
+        self.batched.removeAllKeepingStorage()
     }
 
     // MARK: EventLoop

@@ -183,6 +183,66 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         self.flush()
     }
 
+    /// What `addSend(to:)` did.
+    enum BatchedSend {
+        case added
+        case nothingToSend
+        case batchFull
+    }
+
+    /// The loop's end-of-turn flush, made as one send of the loop's batch: `sentInBatch` and then
+    /// `finishBatchedSend` get its result once the batch is submitted.
+    func addSend(to batch: OpaquePointer) -> BatchedSend {
+        guard self.flushPending else { return .nothingToSend }
+        guard self.fd >= 0, !self.waitingForWritable, !self.output.isEmpty else {
+            self.flushPending = false
+            return .nothingToSend
+        }
+        let count = min(self.output.count, Int(CPOOLIO_BATCH_VECTORS))
+        let index = withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { vectors -> Int32 in
+            // The buffers stay in `output`, unchanged, until the batch is submitted.
+            for index in 0..<count {
+                self.output[index].withUnsafeReadableBytes { bytes in
+                    vectors[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                }
+            }
+            return cpoolio_batch_add(batch, self.fd, vectors.baseAddress, Int32(count))
+        }
+        guard index >= 0 else { return .batchFull }
+        self.flushPending = false
+        return .added
+    }
+
+    /// Takes out of the queue what the batch sent: every transport of a batch does this before any of them
+    /// reacts (`finishBatchedSend`), so that nothing already sent can be sent again by a reaction.
+    func sentInBatch(_ result: Int32) {
+        if result > 0, self.fd >= 0 { self.consume(Int(result)) }
+    }
+
+    /// Acts on the result of the batch's send: waits for the socket to drain, fails, or sends the rest.
+    func finishBatchedSend(_ result: Int32) {
+        guard self.fd >= 0 else { return }
+        if result >= 0 {
+            if self.output.isEmpty {
+                self.wrote()
+                return
+            }
+        } else if result != Int32(CPOOLIO_BATCH_NOT_SENT) {
+            let code = -result
+            if code == EAGAIN || code == EWOULDBLOCK {
+                self.awaitWritable()
+                return
+            }
+            if code != EINTR {
+                self.fail(String(cString: strerror(code)))
+                return
+            }
+        }
+        // Sent in part (more buffers than one send takes, or the kernel took only some of them), or not at
+        // all: the rest goes out directly.
+        self.writeQueued()
+    }
+
     /// Sends what is queued until done or the kernel is full.
     private func writeQueued() {
         while !self.output.isEmpty, self.fd >= 0 {
@@ -204,6 +264,11 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             }
             self.consume(written)
         }
+        self.wrote()
+    }
+
+    /// After output was sent: the socket's interest, the delegate's writability and a close that waited.
+    private func wrote() {
         guard self.fd >= 0 else { return }
         if self.waitingForWritable {
             self.waitingForWritable = false
