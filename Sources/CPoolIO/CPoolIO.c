@@ -263,7 +263,8 @@ void cpoolio_batch_destroy(cpoolio_batch *batch) {
 }
 
 int cpoolio_batch_add(cpoolio_batch *batch, int fd, const struct iovec *vectors, int count) {
-    if (batch->queued == batch->entries || count < 1 || count > CPOOLIO_BATCH_VECTORS) return -1;
+    if (count < 1 || count > CPOOLIO_BATCH_VECTORS) return -2;
+    if (batch->queued == batch->entries) return -1;
     unsigned index = batch->queued;
     unsigned tail = *batch->sqTail;
     struct io_uring_sqe *sqe = &batch->sqes[tail & batch->sqMask];

@@ -42,8 +42,8 @@ ssize_t cpoolio_sendv(int fd, const struct iovec *vectors, int count);
 typedef struct cpoolio_batch cpoolio_batch;
 cpoolio_batch *cpoolio_batch_create(unsigned entries);
 void cpoolio_batch_destroy(cpoolio_batch *batch);
-/// Adds a send of `count` vectors (at most CPOOLIO_BATCH_VECTORS, copied) to `fd`; returns its index in the
-/// batch, or -1 when the batch is full.
+/// Adds a send of `count` vectors (1 to CPOOLIO_BATCH_VECTORS, copied) to `fd`; returns its index in the
+/// batch, -1 when the batch is full, or -2 for a count out of range.
 int cpoolio_batch_add(cpoolio_batch *batch, int fd, const struct iovec *vectors, int count);
 /// Makes the batch's sends and empties it. results[i] gets what send i returned (bytes sent or -errno), or
 /// CPOOLIO_BATCH_NOT_SENT when the kernel did not take it. Returns how many it took, or -errno when it

@@ -79,6 +79,13 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     var sendsInBatches: Bool { self.sendBatch != nil }
     /// Why batched sends were asked for and are not made: the kernel's refusal of io_uring.
     private(set) var batchUnavailable: String?
+    /// Sends the kernel took from batches so far.
+    private(set) var batchedSends = 0
+
+    deinit {
+        // A loop that never ran still owns its ring (`run` lets go of it when it ends).
+        cpoolio_batch_destroy(self.sendBatch)
+    }
 
     /// Starts the loop's thread; returns once the thread knows it is the loop's.
     func start() {
@@ -231,7 +238,8 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         // Servers first: a query reaching its backend sooner overlaps with the replies still to send.
         // Flushing can queue more (a peer told its socket closed); the loops take those too.
         while !self.pendingServerFlushes.isEmpty || !self.pendingFlushes.isEmpty {
-            if let batch = self.sendBatch {
+            // A single socket's output gains nothing from a batch: it is sent directly.
+            if let batch = self.sendBatch, self.pendingServerFlushes.count + self.pendingFlushes.count > 1 {
                 self.flushBatched(batch)
                 if self.batchUnavailable != nil {
                     cpoolio_batch_destroy(batch)
@@ -272,6 +280,11 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
 
     private func addSend(_ transport: Transport, to batch: OpaquePointer) {
         while true {
+            // Once a submission failed, the rest of the turn is sent directly.
+            guard self.batchUnavailable == nil else {
+                transport.flushNow()
+                return
+            }
             switch transport.addSend(to: batch) {
             case .added:
                 self.batched.append(transport)
@@ -280,6 +293,9 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
                 return
             case .batchFull:
                 self.submitBatch(batch)
+            case .refused:
+                transport.flushNow()
+                return
             }
         }
     }
@@ -289,6 +305,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     private func submitBatch(_ batch: OpaquePointer) {
         guard !self.batched.isEmpty else { return }
         let submitted = self.batchResults.withUnsafeMutableBufferPointer { cpoolio_batch_submit(batch, $0.baseAddress) }
+        if submitted > 0 { self.batchedSends += Int(submitted) }
         if submitted < 0 {
             // What the kernel did not take is sent directly below; later turns send directly too.
             self.batchUnavailable = String(cString: strerror(-submitted))

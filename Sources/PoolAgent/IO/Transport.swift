@@ -188,6 +188,8 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         case added
         case nothingToSend
         case batchFull
+        /// The batch cannot hold this send: it is to be made directly.
+        case refused
     }
 
     /// The loop's end-of-turn flush, made as one send of the loop's batch: `sentInBatch` and then
@@ -208,7 +210,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             }
             return cpoolio_batch_add(batch, self.fd, vectors.baseAddress, Int32(count))
         }
-        guard index >= 0 else { return .batchFull }
+        guard index >= 0 else { return index == -1 ? .batchFull : .refused }
         self.flushPending = false
         return .added
     }
