@@ -236,49 +236,38 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
 
     private func flushPending() {
         // Servers first: a query reaching its backend sooner overlaps with the replies still to send.
-        // Flushing can queue more (a peer told its socket closed); the loops take those too.
+        // Flushing can queue more (a peer told its socket closed); the loop takes those too.
         while !self.pendingServerFlushes.isEmpty || !self.pendingFlushes.isEmpty {
             // A single socket's output gains nothing from a batch: it is sent directly.
-            if let batch = self.sendBatch, self.pendingServerFlushes.count + self.pendingFlushes.count > 1 {
-                self.flushBatched(batch)
-                if self.batchUnavailable != nil {
-                    cpoolio_batch_destroy(batch)
-                    self.sendBatch = nil
-                }
-                continue
-            }
+            let batch = self.pendingServerFlushes.count + self.pendingFlushes.count > 1 ? self.sendBatch : nil
             var index = 0
             while index < self.pendingServerFlushes.count {
-                self.pendingServerFlushes[index].flushNow()
+                self.send(self.pendingServerFlushes[index], in: batch)
                 index += 1
             }
             self.pendingServerFlushes.removeAllKeepingStorage()
             index = 0
             while index < self.pendingFlushes.count {
-                self.pendingFlushes[index].flushNow()
+                self.send(self.pendingFlushes[index], in: batch)
                 index += 1
             }
             self.pendingFlushes.removeAllKeepingStorage()
+            if let batch {
+                self.submitBatch(batch)
+                if self.batchUnavailable != nil {
+                    cpoolio_batch_destroy(batch)
+                    self.sendBatch = nil
+                }
+            }
         }
     }
 
-    private func flushBatched(_ batch: OpaquePointer) {
-        var index = 0
-        while index < self.pendingServerFlushes.count {
-            self.addSend(self.pendingServerFlushes[index], to: batch)
-            index += 1
+    /// Sends the transport's output now, or adds it to `batch`.
+    private func send(_ transport: Transport, in batch: OpaquePointer?) {
+        guard let batch else {
+            transport.flushNow()
+            return
         }
-        self.pendingServerFlushes.removeAllKeepingStorage()
-        index = 0
-        while index < self.pendingFlushes.count {
-            self.addSend(self.pendingFlushes[index], to: batch)
-            index += 1
-        }
-        self.pendingFlushes.removeAllKeepingStorage()
-        self.submitBatch(batch)
-    }
-
-    private func addSend(_ transport: Transport, to batch: OpaquePointer) {
         while true {
             // Once a submission failed, the rest of the turn is sent directly.
             guard self.batchUnavailable == nil else {

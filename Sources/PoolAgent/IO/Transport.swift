@@ -33,7 +33,8 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     static let highWatermark = 256 << 10
     static let lowWatermark = 64 << 10
     static let allocator = ByteBufferAllocator()
-    private static let maximumIOVectors = 64
+    /// Buffers one send takes, batched or not.
+    private static let maximumIOVectors = Int(CPOOLIO_BATCH_VECTORS)
 
     private(set) var fd: Int32
     let loop: IOLoop
@@ -200,16 +201,8 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             self.flushPending = false
             return .nothingToSend
         }
-        let count = min(self.output.count, Int(CPOOLIO_BATCH_VECTORS))
-        let index = withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { vectors -> Int32 in
-            // The buffers stay in `output`, unchanged, until the batch is submitted.
-            for index in 0..<count {
-                self.output[index].withUnsafeReadableBytes { bytes in
-                    vectors[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-                }
-            }
-            return cpoolio_batch_add(batch, self.fd, vectors.baseAddress, Int32(count))
-        }
+        // The buffers stay in `output`, unchanged, until the batch is submitted.
+        let index = self.withOutputVectors { cpoolio_batch_add(batch, self.fd, $0, $1) }
         guard index >= 0 else { return index == -1 ? .batchFull : .refused }
         self.flushPending = false
         return .added
@@ -229,16 +222,9 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
                 self.wrote()
                 return
             }
-        } else if result != Int32(CPOOLIO_BATCH_NOT_SENT) {
-            let code = -result
-            if code == EAGAIN || code == EWOULDBLOCK {
-                self.awaitWritable()
-                return
-            }
-            if code != EINTR {
-                self.fail(String(cString: strerror(code)))
-                return
-            }
+        } else if result != Int32(CPOOLIO_BATCH_NOT_SENT), -result != EINTR {
+            self.sendFailed(-result)
+            return
         }
         // Sent in part (more buffers than one send takes, or the kernel took only some of them), or not at
         // all: the rest goes out directly.
@@ -257,11 +243,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             if written < 0 {
                 let code = errno
                 if code == EINTR { continue }
-                if code == EAGAIN || code == EWOULDBLOCK {
-                    self.awaitWritable()
-                    return
-                }
-                self.fail(String(cString: strerror(code)))
+                self.sendFailed(code)
                 return
             }
             self.consume(written)
@@ -283,16 +265,30 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         if self.closeWhenFlushed, self.output.isEmpty { self.closeNow(error: nil) }
     }
 
+    /// A send failed with `code` (not EINTR): a full socket waits for EPOLLOUT, anything else closes it.
+    private func sendFailed(_ code: Int32) {
+        if code == EAGAIN || code == EWOULDBLOCK {
+            self.awaitWritable()
+        } else {
+            self.fail(String(cString: strerror(code)))
+        }
+    }
+
     private func writeVector() -> Int {
+        // The buffers stay alive in `output` for the call; their storage does not move.
+        self.withOutputVectors { cpoolio_sendv(self.fd, $0, $1) }
+    }
+
+    /// Calls `body` with vectors for the first queued buffers (at most `maximumIOVectors`) and their count.
+    private func withOutputVectors<Result>(_ body: (UnsafePointer<iovec>, Int32) -> Result) -> Result {
         let count = min(self.output.count, Self.maximumIOVectors)
-        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { vectors -> Int in
-            // The buffers stay alive in `output` for the call; their storage does not move.
+        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { vectors in
             for index in 0..<count {
                 self.output[index].withUnsafeReadableBytes { bytes in
                     vectors[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
                 }
             }
-            return cpoolio_sendv(self.fd, vectors.baseAddress, Int32(count))
+            return body(UnsafePointer(vectors.baseAddress!), Int32(count))
         }
     }
 
