@@ -109,11 +109,7 @@ public enum ConfigLoader {
             }
             let loginTimeout = try self.duration(agent, "login_timeout", "agent", positive: true) ?? .seconds(60)
             let shutdownTimeout = try self.duration(agent, "shutdown_timeout", "agent", positive: false) ?? .seconds(30)
-            var ioUring = true
-            if let value = self.lookup(agent, "io_uring") {
-                guard case .boolean(let on) = value else { throw self.error("agent.io_uring", "expected a boolean, found \(value.typeName)") }
-                ioUring = on
-            }
+            let ioUring = try self.optionalBoolean(agent, "io_uring", "agent") ?? true
             let logLevel = try self.optionalString(agent, "log_level", "agent") ?? "info"
             guard ConfigLoader.logLevels.contains(logLevel) else {
                 throw self.error("agent.log_level", "unknown level \"\(logLevel)\"; expected one of \(ConfigLoader.logLevels.joined(separator: ", "))")
@@ -242,12 +238,7 @@ public enum ConfigLoader {
                 default: table = try self.table(value, key)
                 }
                 try self.rejectUnknown(table, allowed: ["enabled", "interval", "max", "min"], in: key)
-                let enabled: Bool
-                switch self.lookup(table, "enabled") {
-                case nil: enabled = true
-                case .boolean(let flag)?: enabled = flag
-                case let other?: throw self.error("\(key).enabled", "expected a boolean, found \(other.typeName)")
-                }
+                let enabled = try self.optionalBoolean(table, "enabled", key) ?? true
                 if enabled {
                     let interval = try self.duration(table, "interval", key, positive: true) ?? .seconds(300)
                     guard interval >= .seconds(1) else { throw self.error("\(key).interval", "must be at least 1s") }
@@ -454,6 +445,12 @@ public enum ConfigLoader {
             guard let value = self.lookup(table, key) else { return nil }
             guard case .string(let text) = value else { throw self.error("\(section).\(key)", "expected a string, found \(value.typeName)") }
             return text
+        }
+
+        func optionalBoolean(_ table: [(String, ConfigValue)], _ key: String, _ section: String) throws(ConfigError) -> Bool? {
+            guard let value = self.lookup(table, key) else { return nil }
+            guard case .boolean(let flag) = value else { throw self.error("\(section).\(key)", "expected a boolean, found \(value.typeName)") }
+            return flag
         }
 
         func optionalInteger(_ table: [(String, ConfigValue)], _ key: String, _ section: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
