@@ -8,6 +8,7 @@ public struct ErrorResponse: Equatable, Sendable, CustomStringConvertible {
         case fatal = "FATAL"
         case warning = "WARNING"
         case notice = "NOTICE"
+        case panic = "PANIC"
     }
 
     public var severity: Severity
@@ -72,5 +73,34 @@ public struct ErrorResponse: Equatable, Sendable, CustomStringConvertible {
             detail: fields[UInt8(ascii: "D")],
             hint: fields[UInt8(ascii: "H")]
         )
+    }
+
+    /// An ErrorResponse body with every occurrence of the name `name` in its message replaced by
+    /// `replacement`, the other fields as they came; a message that mentions it under another name (a longer
+    /// one it is the start of) is left alone.
+    public static func renaming(_ name: String, to replacement: String, inBody body: ByteBuffer) -> ByteBuffer? {
+        var reader = body
+        var out = ByteBuffer()
+        out.reserveCapacity(body.readableBytes + replacement.utf8.count)
+        while true {
+            guard let code = reader.readInteger(as: UInt8.self) else { return nil }
+            out.writeInteger(code)
+            if code == 0 { break }
+            guard let value = reader.readNullTerminatedString() else { return nil }
+            out.writeNullTerminatedString(code == UInt8(ascii: "M") ? Self.replacingName(name, with: replacement, in: value) : value)
+        }
+        return out
+    }
+
+    private static func replacingName(_ name: String, with replacement: String, in text: String) -> String {
+        var result = ""
+        var rest = Substring(text)
+        while let range = rest.firstRange(of: name) {
+            let next = rest[range.upperBound...].first
+            result += rest[..<range.lowerBound]
+            result += next.map { $0.isNumber } == true ? String(rest[range]) : replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
     }
 }

@@ -130,13 +130,13 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
                     server.cancel(threadPool: self.threadPool, logger: self.logger)
                     continue
                 }
-                if let limit = pool.settings.idleInTransactionTimeout, server.outstanding == 0,
+                if let limit = pool.settings.idleInTransactionTimeout, !server.isBusy,
                     server.transactionStatus != .idle, idle >= limit
                 {
                     client.fatal(.fatal("25P03", "terminating connection due to idle-in-transaction timeout (\(limit.configText) in pool \"\(pool.name)\")"))
                     continue
                 }
-                guard server.outstanding == 0, server.transactionStatus == .idle else { continue }
+                guard !server.isBusy, server.transactionStatus == .idle else { continue }
             }
             if let limit = pool.settings.clientIdleTimeout, idle >= limit {
                 client.fatal(.fatal("57P05", "terminating connection due to idle-session timeout (\(limit.configText) in pool \"\(pool.name)\")"))
@@ -182,7 +182,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             self.logger.debug("cancel request during the settings sync ignored", metadata: [LogKey.client: "\(client.id)"])
             return
         }
-        guard let server = client.server, server.outstanding > 0 else {
+        guard let server = client.server, server.isBusy else {
             self.logger.debug("cancel request for an idle client ignored", metadata: [LogKey.client: "\(client.id)"])
             return
         }

@@ -94,8 +94,30 @@ import Testing
     }
 
     @Test func decodingFillsDefaultsForMissingOrUnknownFields() throws {
-        var body = ByteBuffer(bytes: [UInt8(ascii: "V")] + cString("PANIC") + [0])
+        var body = ByteBuffer(bytes: [UInt8(ascii: "V")] + cString("BOGUS") + [0])
         #expect(try ErrorResponse.decode(from: &body) == ErrorResponse(.error, sqlState: "XX000", message: ""))
+    }
+
+    @Test func panicIsItsOwnSeverity() throws {
+        // A PANIC ends the server's connection like a FATAL does; the agent must not take it for an ERROR.
+        var body = ByteBuffer(bytes: [UInt8(ascii: "V")] + cString("PANIC") + [0])
+        #expect(try ErrorResponse.decode(from: &body).severity == .panic)
+    }
+
+    @Test func renamingReplacesTheWholeNameInTheMessageOnly() throws {
+        let fields: [(Character, String)] = [
+            ("S", "ERROR"), ("C", "42P05"), ("M", "prepared statement \"__pa_1\" already exists"), ("D", "__pa_1 stays"),
+        ]
+        var bytes: [UInt8] = []
+        for (code, value) in fields { bytes += [UInt8(ascii: code.unicodeScalars.first!)] + cString(value) }
+        var renamed = try #require(ErrorResponse.renaming("__pa_1", to: "mine", inBody: ByteBuffer(bytes: bytes + [0])))
+        let error = try ErrorResponse.decode(from: &renamed)
+        #expect(error.message == "prepared statement \"mine\" already exists")
+        #expect(error.detail == "__pa_1 stays")
+        #expect(error.sqlState == "42P05")
+        let longer = ByteBuffer(bytes: [UInt8(ascii: "M")] + cString("prepared statement \"__pa_12\" already exists") + [0])
+        var untouched = try #require(ErrorResponse.renaming("__pa_1", to: "mine", inBody: longer))
+        #expect(try ErrorResponse.decode(from: &untouched).message == "prepared statement \"__pa_12\" already exists")
     }
 
     @Test func decodingRefusesAnEmptyBody() {

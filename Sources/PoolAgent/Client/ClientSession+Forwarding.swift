@@ -1,4 +1,4 @@
-// Client to server: requests counted, responses owed recorded in order, statement names rewritten in transaction mode.
+// Client to server: every message told to the server's protocol machine, statement names rewritten in transaction mode.
 
 import NIOCore
 import PGWire
@@ -6,150 +6,223 @@ import PGWire
 extension ClientSession {
     /// Forwards client bytes to `server`.
     ///
-    /// Every request that the server will answer is recorded in the server's response queue, so the agent
-    /// knows when the server is idle and which responses belong to whom. In transaction mode named
-    /// statements become the pool's shared server-side statements: a Parse the server already has is
-    /// answered by the agent, a Bind or Describe of a statement the server lacks is preceded by the agent's
-    /// own Parse, and Close only forgets the name. Unchanged bytes are forwarded as slices of the input.
+    /// Every message is told to the server's protocol machine before it goes out. In transaction mode named
+    /// statements become the pool's shared server-side statements: a Parse of a statement the server already
+    /// has is answered by the agent, a Bind or Describe of one it lacks is preceded by the agent's own Parse,
+    /// a Parse of a name the client already holds is sent under that statement's server-side name so the
+    /// server refuses it as PostgreSQL would, and Close only forgets the name. A message whose meaning
+    /// depends on a Parse or Close behind an earlier Sync still in flight waits, with everything after it,
+    /// until the server has answered that. Unchanged bytes are forwarded as slices of the input.
     func forwardToServer(_ input: ByteBuffer, server: ServerConnection) {
         guard let pool = self.pool else { return }
         pool.stats.bytesIn += input.readableBytes
         let buffer = self.joinScanned(input)
         var cursor = buffer.readerIndex
         var runStart = cursor
-        var terminate = false
-        let limit = pool.settings.mode == .transaction ? pool.settings.maxPreparedStatements : 0
+        var ending: Ending? = nil
         var immediate = SynthesizedResponses()
 
         func passRun(until end: Int) {
             if end > runStart { server.write(buffer.getSlice(at: runStart, length: end - runStart)!) }
         }
-        /// Makes sure the server has `statement`, sending the agent's Parse (and an LRU Close) if not.
-        func ensure(_ statement: ClientStatement, swallow: Bool) {
-            // The server is skipping until Sync: it would ignore the agent's messages too.
-            if server.usesStatement(statement.id) || server.responses.skippingUntilSync { return }
-            var out = server.allocator.buffer(capacity: statement.parse.queryBytes.count + 32)
-            if let evicted = server.addStatement(statement.id, limit: limit) {
-                TargetMessage(kind: TargetMessage.statement, name: StatementRegistry.serverName(evicted))
-                    .encode(into: &out, type: FrontendMessageID.close)
-                server.responses.append(.evict(evicted))
+        /// The client's message from `start` to `cursor` is replaced by what the caller writes next.
+        func replace(from start: Int) {
+            passRun(until: start)
+            runStart = cursor
+        }
+        /// Tells the machine; false when the server is in doubt and must go (`ending` says so).
+        func record(_ pending: ServerProtocolMachine.Pending) -> Bool {
+            switch server.record(pending) {
+            case .recorded, .discarded:
+                return true
+            case .answerNow:
+                if case .answer(let type, let intent) = pending {
+                    immediate.append(type)
+                    _ = self.intentResolved(intent, done: true)
+                }
+                return true
+            case .recordedThenFence:
+                passRun(until: cursor)
+                runStart = cursor
+                var fence = server.allocator.buffer(capacity: 8)
+                fence.writeQuery("")
+                server.write(fence)
+                return true
+            case .close(let reason):
+                ending = .serverInDoubt(reason)
+                return false
             }
-            statement.parse.encode(into: &out)
-            if !server.responses.append(.parse(swallow: swallow, statement: statement.id)) {
-                server.forgetStatement(statement.id)  // skipped by the server after an error
-            }
+        }
+        /// Room for statement `id` on the server: the LRU's oldest is closed first when it is full.
+        func ensureRoom(for id: Int) -> Bool {
+            guard let evicted = server.prepareStatement(id) else { return true }
+            var out = server.allocator.buffer(capacity: 64)
+            TargetMessage(kind: TargetMessage.statement, name: pool.statements.serverName(evicted))
+                .encode(into: &out, type: FrontendMessageID.close)
+            guard record(.evict(evicted)) else { return false }
             server.write(out)
+            return true
+        }
+
+        /// Makes sure the server has statement `id`, sending the agent's Parse (and an LRU Close) if not.
+        func ensure(_ id: Int) -> Bool {
+            if server.hasStatement(id) { return true }
+            guard let parse = pool.statements.parse(id) else {
+                ending = .serverInDoubt("a statement the client holds is gone from the pool's registry")
+                return false
+            }
+            guard ensureRoom(for: id) else { return false }
+            var out = server.allocator.buffer(capacity: parse.queryBytes.count + 64)
+            parse.encode(into: &out)
+            guard record(.parse(.agent(statement: id))) else { return false }
+            server.write(out)
+            return true
         }
 
         do {
             scan: while true {
                 switch try self.nextScanned(in: buffer, cursor: &cursor) {
                 case .message(let type, let start, let captured):
+                    // While the server skips to the next Sync, it discards whatever else comes: no rewriting.
+                    if server.skippingUntilSync && type != FrontendMessageID.sync && type != FrontendMessageID.terminate {
+                        guard FrontendMessageID.isValid(type) else {
+                            ending = .invalid(type)
+                            break scan
+                        }
+                        continue
+                    }
+                    let rewriting = server.rewritesStatements && captured != nil
                     switch type {
                     case FrontendMessageID.query, FrontendMessageID.functionCall:
-                        if server.responses.append(.query) {
-                            server.outstanding += 1
-                            server.requestStarted()
-                        }
-                    case FrontendMessageID.sync:
-                        server.unsynced = false
-                        // In COPY FROM STDIN the server ignores Sync; it answers nothing.
-                        guard !server.copyIn else { continue }
-                        server.outstanding += 1
                         server.requestStarted()
-                        server.responses.append(.sync)
-                    case FrontendMessageID.copyDone, FrontendMessageID.copyFail:
-                        server.copyIn = false
+                        guard record(.query) else { break scan }
+                    case FrontendMessageID.sync:
+                        server.requestStarted()
+                        guard record(.sync(certain: true)) else { break scan }
+                    case FrontendMessageID.execute:
+                        guard record(.execute) else { break scan }
+                    case FrontendMessageID.copyData:
+                        guard record(.copyData) else { break scan }
+                    case FrontendMessageID.copyDone:
+                        guard record(.copyDone) else { break scan }
+                    case FrontendMessageID.copyFail:
+                        guard record(.copyFail) else { break scan }
                     case FrontendMessageID.flush:
                         break
-                    case FrontendMessageID.execute:
-                        server.unsynced = true
-                        server.responses.append(.execute)
                     case FrontendMessageID.terminate:
                         passRun(until: start)
                         runStart = cursor
-                        terminate = true
+                        ending = .terminate
                         break scan
                     case FrontendMessageID.parse:
-                        server.unsynced = true
-                        guard limit > 0, var body = captured?.slice(of: buffer), !ParseMessage.isUnnamed(body) else {
-                            server.responses.append(.parse(swallow: false, statement: nil))
+                        var body = captured?.slice(of: buffer)
+                        guard rewriting, !ParseMessage.isUnnamed(body!) else {
+                            guard record(.parse(.client(statement: nil, intent: nil))) else { break scan }
                             continue
                         }
-                        let parse = try ParseMessage.decode(from: &body)
-                        // A Parse the server will skip must not change what the name means.
-                        guard !parse.statement.isEmpty, !server.responses.skippingUntilSync else {
-                            server.responses.append(.parse(swallow: false, statement: nil))
-                            continue
-                        }
-                        passRun(until: start)
-                        runStart = cursor
-                        let id = pool.statements.id(for: parse)
-                        var serverParse = parse
-                        serverParse.statement = StatementRegistry.serverName(id)
-                        let statement = ClientStatement(id: id, parse: serverParse)
-                        self.statements[parse.statement] = statement
-                        if server.usesStatement(id) {
-                            if server.responses.appendSynthesized(BackendMessageID.parseComplete) {
-                                immediate.append(BackendMessageID.parseComplete)
+                        let parse = try ParseMessage.decode(from: &body!)
+                        switch self.statements.lookup(parse.statement, syncs: server.syncsSent) {
+                        case .unresolved:
+                            passRun(until: start)
+                            ending = .stall(start)
+                            break scan
+                        case .exists(let id):
+                            // PostgreSQL parses the text, then refuses the name (42P05): so does the server.
+                            replace(from: start)
+                            guard ensure(id) else { break scan }
+                            let intent = self.statements.add(.duplicate(name: parse.statement, statement: id), syncs: server.syncsSent)
+                            var duplicate = parse
+                            duplicate.statement = pool.statements.serverName(id)
+                            var out = server.allocator.buffer(capacity: parse.queryBytes.count + 64)
+                            duplicate.encode(into: &out)
+                            guard record(.parse(.duplicate(intent: intent))) else { break scan }
+                            server.write(out)
+                        case .absent:
+                            guard self.statements.count < pool.settings.maxClientStatements else {
+                                ending = .limit(.fatal("53400", "too many prepared statements: this client holds \(pool.settings.maxClientStatements), the limit of pool \"\(pool.name)\" (max_client_statements)"))
+                                break scan
                             }
-                        } else {
-                            ensure(statement, swallow: false)
-                        }
-                    case FrontendMessageID.bind:
-                        server.unsynced = true
-                        guard limit > 0, var body = captured?.slice(of: buffer), !BindMessage.bindsUnnamedStatement(body) else {
-                            server.responses.append(.bind)
-                            continue
-                        }
-                        var bind = try BindMessage.decode(from: &body)
-                        guard let statement = self.statements[bind.statement] else {
-                            server.responses.append(.bind)
-                            continue
-                        }
-                        passRun(until: start)
-                        runStart = cursor
-                        ensure(statement, swallow: true)
-                        bind.statement = StatementRegistry.serverName(statement.id)
-                        var out = server.allocator.buffer(capacity: bind.rest.readableBytes + 64)
-                        bind.encode(into: &out)
-                        server.write(out)
-                        server.responses.append(.bind)
-                    case FrontendMessageID.describe:
-                        server.unsynced = true
-                        if limit > 0, var body = captured?.slice(of: buffer), TargetMessage.namesStatement(body) {
-                            var describe = try TargetMessage.decode(from: &body)
-                            if describe.isStatement, let statement = self.statements[describe.name] {
-                                passRun(until: start)
-                                runStart = cursor
-                                ensure(statement, swallow: true)
-                                describe.name = StatementRegistry.serverName(statement.id)
-                                var out = server.allocator.buffer(capacity: describe.name.utf8.count + 8)
-                                describe.encode(into: &out, type: FrontendMessageID.describe)
+                            guard let id = pool.statements.retain(parse) else {
+                                ending = .limit(.fatal("53200", "out of memory for prepared statements: pool \"\(pool.name)\" holds \(pool.statements.bytes) bytes of statement text, its statement_budget is \(pool.statements.budget)"))
+                                break scan
+                            }
+                            replace(from: start)
+                            let intent = self.statements.add(.parse(name: parse.statement, statement: id), syncs: server.syncsSent)
+                            if server.hasStatement(id) {
+                                guard record(.answer(type: BackendMessageID.parseComplete, intent: intent)) else { break scan }
+                            } else {
+                                guard ensureRoom(for: id), let serverParse = pool.statements.parse(id) else {
+                                    if ending == nil { ending = .serverInDoubt("a statement just retained is missing") }
+                                    break scan
+                                }
+                                var out = server.allocator.buffer(capacity: parse.queryBytes.count + 64)
+                                serverParse.encode(into: &out)
+                                guard record(.parse(.client(statement: id, intent: intent))) else { break scan }
                                 server.write(out)
                             }
                         }
-                        server.responses.append(.describe)
+                    case FrontendMessageID.bind:
+                        var body = captured?.slice(of: buffer)
+                        guard rewriting, !BindMessage.bindsUnnamedStatement(body!) else {
+                            guard record(.bind) else { break scan }
+                            continue
+                        }
+                        var bind = try BindMessage.decode(from: &body!)
+                        switch self.statements.lookup(bind.statement, syncs: server.syncsSent) {
+                        case .unresolved:
+                            passRun(until: start)
+                            ending = .stall(start)
+                            break scan
+                        case .absent:
+                            // Sent as it came: the server refuses the unknown name as PostgreSQL would.
+                            guard record(.bind) else { break scan }
+                        case .exists(let id):
+                            replace(from: start)
+                            guard ensure(id) else { break scan }
+                            bind.statement = pool.statements.serverName(id)
+                            var out = server.allocator.buffer(capacity: bind.rest.readableBytes + 64)
+                            bind.encode(into: &out)
+                            guard record(.bind) else { break scan }
+                            server.write(out)
+                        }
+                    case FrontendMessageID.describe:
+                        var body = captured?.slice(of: buffer)
+                        guard rewriting, TargetMessage.namesStatement(body!) else {
+                            guard record(.describe) else { break scan }
+                            continue
+                        }
+                        var describe = try TargetMessage.decode(from: &body!)
+                        switch self.statements.lookup(describe.name, syncs: server.syncsSent) {
+                        case .unresolved:
+                            passRun(until: start)
+                            ending = .stall(start)
+                            break scan
+                        case .absent:
+                            guard record(.describe) else { break scan }
+                        case .exists(let id):
+                            replace(from: start)
+                            guard ensure(id) else { break scan }
+                            describe.name = pool.statements.serverName(id)
+                            var out = server.allocator.buffer(capacity: describe.name.utf8.count + 8)
+                            describe.encode(into: &out, type: FrontendMessageID.describe)
+                            guard record(.describe) else { break scan }
+                            server.write(out)
+                        }
                     case FrontendMessageID.close:
-                        server.unsynced = true
-                        guard limit > 0, var body = captured?.slice(of: buffer), TargetMessage.namesStatement(body) else {
-                            server.responses.append(.close(swallow: false))
+                        var body = captured?.slice(of: buffer)
+                        guard rewriting, TargetMessage.namesStatement(body!) else {
+                            guard record(.close) else { break scan }
                             continue
                         }
-                        let close = try TargetMessage.decode(from: &body)
-                        guard close.isStatement, !close.name.isEmpty, !server.responses.skippingUntilSync else {
-                            server.responses.append(.close(swallow: false))
-                            continue
-                        }
-                        // The server-side statement stays for others; the LRU closes it in time.
-                        passRun(until: start)
-                        runStart = cursor
-                        self.statements.removeValue(forKey: close.name)
-                        if server.responses.appendSynthesized(BackendMessageID.closeComplete) {
-                            immediate.append(BackendMessageID.closeComplete)
-                        }
+                        // The server-side statement stays for others; the LRU closes it in time. PostgreSQL
+                        // answers CloseComplete whether the name exists or not.
+                        let close = try TargetMessage.decode(from: &body!)
+                        replace(from: start)
+                        let intent = self.statements.add(.close(name: close.name), syncs: server.syncsSent)
+                        guard record(.answer(type: BackendMessageID.closeComplete, intent: intent)) else { break scan }
                     default:
-                        break
+                        ending = .invalid(type)
+                        break scan
                     }
                 case .end(let end):
                     passRun(until: end)
@@ -160,16 +233,49 @@ extension ClientSession {
             self.protocolViolation("invalid message from client: \(error)")
             return
         }
+
         server.flush()
         if !server.isWritable { self.pauseReading() }
         if !immediate.isEmpty {
             self.writeFromServer(immediate.encoded(allocator: server.allocator))
             self.flushFromServer()
         }
-        if terminate {
-            self.close(reason: "client sent Terminate")
-        } else {
+        switch ending {
+        case nil:
             self.releaseIfIdle()
+        case .terminate:
+            self.close(reason: "client sent Terminate")
+        case .stall(let start):
+            self.stall(buffer.getSlice(at: start, length: buffer.writerIndex - start)!)
+        case .invalid(let type):
+            self.protocolViolation("invalid frontend message type \(type)")
+        case .limit(let error):
+            self.fatal(error)
+        case .serverInDoubt(let reason):
+            server.close(reason: "protocol state in doubt: \(reason)")
+        }
+    }
+}
+
+/// Why forwarding stopped before the end of the client's bytes.
+private enum Ending {
+    case terminate
+    /// The message at this index waits for the server's answer to an earlier one.
+    case stall(Int)
+    case invalid(UInt8)
+    case limit(ErrorResponse)
+    case serverInDoubt(String)
+}
+
+extension FrontendMessageID {
+    /// The message types a client may send after the startup, as PostgreSQL's `SocketBackend` accepts them.
+    static func isValid(_ type: UInt8) -> Bool {
+        switch type {
+        case Self.query, Self.functionCall, Self.sync, Self.flush, Self.terminate, Self.parse, Self.bind,
+            Self.describe, Self.execute, Self.close, Self.copyData, Self.copyDone, Self.copyFail:
+            true
+        default:
+            false
         }
     }
 }

@@ -59,7 +59,9 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     private(set) var cancelKey: CancelRequest?
     private var scanner = MessageScanner(captureTypes: MessageTypeSet([FrontendMessageID.terminate]))
     /// Named prepared statements of this client (transaction mode), by the client's name.
-    var statements: [String: ClientStatement] = [:]
+    var statements = ClientStatements()
+    /// Bytes from a message on that waits for the server's answer to an earlier one (see `forwardToServer`).
+    private var stalledInput: ByteBuffer?
     private var loginTimer: Scheduled<Void>?
     let connectedAt: Moment = .now
     /// The last time the client sent anything, for `client_idle_timeout` and `idle_in_transaction_timeout`.
@@ -126,6 +128,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     func transportRead(_ buffer: ByteBuffer) {
         self.lastActivity = self.transport.loop.time
         switch self.state {
+        case .active where self.stalledInput != nil:
+            self.holdStalled(buffer)
         case .active where self.server != nil:
             self.forwardToServer(buffer)
         case .active:
@@ -591,10 +595,60 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     /// In transaction mode, gives the server back once the client has nothing in flight and no open transaction.
     func releaseIfIdle() {
         guard self.pool?.settings.mode == .transaction, self.state == .active, let server = self.server,
-            server.isIdleForRelease, self.scanner.isAtBoundary
+            server.isIdleForRelease, self.scanner.isAtBoundary, self.stalledInput == nil
         else { return }
         self.server = nil
         server.clientLeft(clean: true)
+    }
+
+    /// The server answered something: input waiting for it goes on, then the server may go back.
+    func serverAnswered() {
+        if let stalled = self.stalledInput, let server = self.server {
+            self.stalledInput = nil
+            self.setReading(true)
+            self.forwardToServer(stalled, server: server)
+        } else {
+            self.releaseIfIdle()
+        }
+    }
+
+    /// Holds `input` (from a message boundary) until the server has answered what it depends on.
+    func stall(_ input: ByteBuffer) {
+        self.stalledInput = input.compacted
+        if input.readableBytes > Self.maximumPendingInput { self.setReading(false) }
+    }
+
+    private func holdStalled(_ input: ByteBuffer) {
+        self.stalledInput!.writeImmutableBuffer(input)
+        // Past this the client is not read from until the server answers: TCP holds the rest.
+        if self.stalledInput!.readableBytes > Self.maximumPendingInput { self.setReading(false) }
+    }
+
+    // MARK: Statements (transaction mode)
+
+    /// The server answered the client's statement change `id`; false when it is not the one expected next.
+    func intentResolved(_ id: Int, done: Bool) -> Bool {
+        guard let released = self.statements.resolve(id, done: done) else { return false }
+        self.pool?.statements.release(released)
+        return true
+    }
+
+    /// A DISCARD ALL or DEALLOCATE ALL ran for this client: its statements are gone, as in PostgreSQL.
+    func statementsDropped() {
+        self.pool?.statements.release(self.statements.dropCommitted())
+    }
+
+    /// The server's refusal of a duplicate Parse (intent `id`), naming the client's statement, not the agent's.
+    func renamingDuplicate(_ id: Int, in body: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var message = allocator.buffer(capacity: body.readableBytes + 64)
+        var renamed = body
+        if case .duplicate(let name, let statement)? = self.statements.change(of: id), let pool = self.pool,
+            let rewritten = ErrorResponse.renaming(pool.statements.serverName(statement), to: name, inBody: body)
+        {
+            renamed = rewritten
+        }
+        message.writeMessage(BackendMessageID.errorResponse) { $0.writeImmutableBuffer(renamed) }
+        return message
     }
 
     /// A parameter the server reported while serving this client (after a SET): the client has seen it.
@@ -782,6 +836,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         self.state = .closed
         self.loginTimer?.cancel()
         if let key = self.cancelKey { self.runtime.unregisterCancelKey(key) }
+        self.stalledInput = nil
+        self.pool?.statements.release(self.statements.removeAll())
         switch previous {
         case .waiting:
             self.pool?.cancelWait(for: self)

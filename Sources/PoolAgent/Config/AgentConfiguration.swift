@@ -65,6 +65,10 @@ public struct PoolSettings: Sendable, Equatable {
     public var resetQuery: String
     /// Transaction mode: protocol-level statements kept per server (LRU); 0 passes names through unchanged.
     public var maxPreparedStatements: Int
+    /// Transaction mode: bytes of statement text the pool keeps for the named statements its clients hold.
+    public var statementBudget: Int
+    /// Transaction mode: named statements one client may hold.
+    public var maxClientStatements: Int
     /// Servers older than this (±10% per server) are closed when released or idle; nil keeps them.
     public var maxLifetime: Duration?
     /// Idle servers above `min_idle` unused this long are closed; nil keeps them.
@@ -99,7 +103,8 @@ public struct PoolSettings: Sendable, Equatable {
             && lhs.sizeIsAuto == rhs.sizeIsAuto && lhs.autoscale == rhs.autoscale && lhs.adaptiveRecycle == rhs.adaptiveRecycle
             && lhs.minIdle == rhs.minIdle && lhs.maxOverflow == rhs.maxOverflow && lhs.waitTimeout == rhs.waitTimeout
             && lhs.connectTimeout == rhs.connectTimeout && lhs.resetQuery == rhs.resetQuery
-            && lhs.maxPreparedStatements == rhs.maxPreparedStatements && lhs.maxLifetime == rhs.maxLifetime
+            && lhs.maxPreparedStatements == rhs.maxPreparedStatements && lhs.statementBudget == rhs.statementBudget
+            && lhs.maxClientStatements == rhs.maxClientStatements && lhs.maxLifetime == rhs.maxLifetime
             && lhs.idleTimeout == rhs.idleTimeout && lhs.prePingAfter == rhs.prePingAfter && lhs.queryTimeout == rhs.queryTimeout
             && lhs.idleInTransactionTimeout == rhs.idleInTransactionTimeout && lhs.clientIdleTimeout == rhs.clientIdleTimeout
             && lhs.serverSettings.elementsEqual(rhs.serverSettings) { $0 == $1 }
@@ -160,6 +165,8 @@ extension PoolSettings {
             ("connect_timeout_s", JSONValue(self.connectTimeout.seconds)),
             ("reset_query", .string(self.resetQuery)),
             ("max_prepared_statements", JSONValue(self.maxPreparedStatements)),
+            ("statement_budget", .string(ByteSizeParser.text(self.statementBudget))),
+            ("max_client_statements", JSONValue(self.maxClientStatements)),
             ("recycle", .string(self.adaptiveRecycle ? "adaptive" : "fixed")),
         ]
         let optional: [(String, Duration?)] = [

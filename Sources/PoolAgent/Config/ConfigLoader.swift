@@ -13,7 +13,7 @@ public enum ConfigLoader {
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
         "reset_query", "server_settings", "max_prepared_statements", "max_lifetime", "idle_timeout",
         "pre_ping_after", "query_timeout", "idle_in_transaction_timeout", "client_idle_timeout",
-        "autoscale", "recycle", "auth_query", "auth_upstream",
+        "autoscale", "recycle", "auth_query", "auth_upstream", "statement_budget", "max_client_statements",
     ]
     static let authKeys = ["file", "rules", "tcp", "unix"]
     static let ruleKeys = ["address", "connection", "database", "method", "user"]
@@ -211,6 +211,10 @@ public enum ConfigLoader {
             }
             (values, section) = merged("max_prepared_statements")
             let maxPrepared = try self.optionalInteger(values, "max_prepared_statements", section, range: 0...100_000) ?? 200
+            (values, section) = merged("statement_budget")
+            let statementBudget = try self.byteSize(values, "statement_budget", section, range: (1 << 20)...(1 << 40)) ?? 64 << 20
+            (values, section) = merged("max_client_statements")
+            let maxClientStatements = try self.optionalInteger(values, "max_client_statements", section, range: 1...1_000_000) ?? 10_000
             (values, section) = merged("max_lifetime")
             let maxLifetime = try self.duration(values, "max_lifetime", section, positive: true)
             (values, section) = merged("idle_timeout")
@@ -295,6 +299,8 @@ public enum ConfigLoader {
                 connectTimeout: connectTimeout,
                 resetQuery: resetQuery,
                 maxPreparedStatements: maxPrepared,
+                statementBudget: statementBudget,
+                maxClientStatements: maxClientStatements,
                 maxLifetime: maxLifetime,
                 idleTimeout: idleTimeout,
                 prePingAfter: prePingAfter,
@@ -460,6 +466,26 @@ public enum ConfigLoader {
                 throw self.error("\(section).\(key)", "\(number) is out of range; allowed \(range.lowerBound) to \(range.upperBound)")
             }
             return number
+        }
+
+        func byteSize(_ table: [(String, ConfigValue)], _ key: String, _ section: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+            guard let value = self.lookup(table, key) else { return nil }
+            let parsed: Int?
+            switch value {
+            case .integer(let bytes): parsed = bytes
+            case .string(let text): parsed = ByteSizeParser.parse(text)
+            default: throw self.error("\(section).\(key)", "expected a size such as \"64MB\", found \(value.typeName)")
+            }
+            guard let parsed else {
+                throw self.error("\(section).\(key)", "not a valid size; use a whole number with B, kB, MB or GB, such as \"64MB\"")
+            }
+            guard range.contains(parsed) else {
+                throw self.error(
+                    "\(section).\(key)",
+                    "\(ByteSizeParser.text(parsed)) is out of range; allowed \(ByteSizeParser.text(range.lowerBound)) to \(ByteSizeParser.text(range.upperBound))"
+                )
+            }
+            return parsed
         }
 
         func duration(_ table: [(String, ConfigValue)], _ key: String, _ section: String, positive: Bool) throws(ConfigError) -> Duration? {

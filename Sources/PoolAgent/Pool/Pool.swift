@@ -23,7 +23,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     private let logger: Logger
     private let nextServerID: () -> Int
     let stats = PoolStatistics()
-    let statements = StatementRegistry()
+    let statements: StatementRegistry
     let settingsKeys = SettingsKeys()
     /// ParameterStatus values of a fresh server of this pool, for transaction-mode logins.
     private(set) var defaultParameters: [String: String]?
@@ -44,6 +44,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         self.eventLoop = eventLoop
         self.threadPool = threadPool
         self.machine = Machine(configuration: settings.poolConfiguration)
+        self.statements = StatementRegistry(budget: settings.statementBudget)
         let conninfo = try UpstreamConninfo(parsing: settings.upstream)
         self.connectParameters = conninfo.connectParameters(
             poolName: settings.name,
@@ -241,6 +242,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         let mode = self.settings.mode
         self.settings = next
         self.settings.mode = mode  // a mode change needs a restart: sessions in flight depend on it
+        self.statements.budget = next.statementBudget
         if upstreamChanged, let conninfo = try? UpstreamConninfo(parsing: next.upstream) {
             self.connectParameters = conninfo.connectParameters(
                 poolName: next.name, serverSettings: next.serverSettings, connectTimeout: next.connectTimeout

@@ -1,38 +1,91 @@
-// Names for prepared statements on pooled servers: equal statements share one name, names never clash.
+// The pool's shared statements: equal Parses share one server-side name, held while a client uses them, within a budget.
 
 import PGWire
 
-/// Gives each distinct (query, parameter types) of a pool one id; the server-side name derives from it.
+/// Gives each distinct (query, parameter types) that clients of a pool hold one id; the server-side name
+/// derives from it. An entry lives while some client holds a name bound to it, and the texts held at once
+/// stay within `budget` bytes. Ids are never reused, so a server statement left behind by a freed entry can
+/// only go unused, never be mistaken for another.
 final class StatementRegistry: @unchecked Sendable {  // Confined to the agent's event loop.
     private struct Key: Hashable {
         var query: [UInt8]
         var types: [UInt32]
     }
 
-    /// Above this many distinct statements the table starts over; later Parses get fresh ids, which
-    /// costs a duplicate server-side statement at worst, never a wrong one.
-    static let capacity = 100_000
+    private struct Entry {
+        var key: Key
+        var holders: Int
+        var name: String
+        var cost: Int { Self.cost(of: self.key) }
 
-    private var ids: [Key: Int] = [:]
-    private var nextID = 0
-
-    func id(for parse: ParseMessage) -> Int {
-        let key = Key(query: parse.queryBytes, types: parse.parameterTypes)
-        if let id = self.ids[key] { return id }
-        if self.ids.count >= Self.capacity { self.ids.removeAll() }
-        self.nextID += 1
-        self.ids[key] = self.nextID
-        return self.nextID
+        static func cost(of key: Key) -> Int { key.query.count + 4 * key.types.count + 64 }
     }
 
-    static func serverName(_ id: Int) -> String { "__poolagent_\(id)" }
-}
+    /// A per-agent random part of every server-side name, so no client can guess one of a statement the
+    /// agent has yet to prepare.
+    static let prefix: String = {
+        var random = SystemRandomNumberGenerator()
+        let digits = (0..<12).map { _ in String(Int.random(in: 0..<16, using: &random), radix: 16) }.joined()
+        return "__pa_\(digits)_"
+    }()
 
-/// A named statement as one client knows it.
-struct ClientStatement {
-    var id: Int
-    /// The Parse to send, under the server-side name, to a server that lacks it.
-    var parse: ParseMessage
+    var budget: Int
+    private var ids: [Key: Int] = [:]
+    private var entries: [Int: Entry] = [:]
+    private var lastID = 0
+    /// Bytes of the texts held now (with a fixed overhead per entry).
+    private(set) var bytes = 0
+
+    init(budget: Int) {
+        self.budget = budget
+    }
+
+    var count: Int { self.entries.count }
+
+    /// Holds the statement of `parse` for one more client name; nil when it is new and would take the
+    /// registry past its budget.
+    func retain(_ parse: ParseMessage) -> Int? {
+        let key = Key(query: parse.queryBytes, types: parse.parameterTypes)
+        if let id = self.ids[key] {
+            self.entries[id]!.holders += 1
+            return id
+        }
+        let cost = Entry.cost(of: key)
+        guard self.bytes + cost <= self.budget else { return nil }
+        self.lastID += 1
+        self.ids[key] = self.lastID
+        self.entries[self.lastID] = Entry(key: key, holders: 1, name: Self.prefix + String(self.lastID))
+        self.bytes += cost
+        return self.lastID
+    }
+
+    /// One client name bound to `id` is gone; the last one frees it.
+    func release(_ id: Int) {
+        guard var entry = self.entries[id] else { return }
+        entry.holders -= 1
+        if entry.holders > 0 {
+            self.entries[id] = entry
+            return
+        }
+        self.entries.removeValue(forKey: id)
+        self.ids.removeValue(forKey: entry.key)
+        self.bytes -= entry.cost
+    }
+
+    func release(_ ids: [Int]) {
+        for id in ids { self.release(id) }
+    }
+
+    /// The server-side name of `id`.
+    func serverName(_ id: Int) -> String {
+        self.entries[id]?.name ?? Self.prefix + String(id)
+    }
+
+    /// The Parse that prepares `id` on a server, under its server-side name; nil once it is freed.
+    func parse(_ id: Int) -> ParseMessage? {
+        guard let entry = self.entries[id] else { return nil }
+        return ParseMessage(statement: entry.name, queryBytes: entry.key.query, parameterTypes: entry.key.types)
+    }
 }
 
 /// Small integers for sets of client settings, so comparing a client's settings with a server's is one test.

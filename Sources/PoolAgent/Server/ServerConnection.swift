@@ -8,9 +8,10 @@ import PoolCore
 
 /// A server connection on the agent's event loop.
 ///
-/// Bytes from the server are scanned in place (ReadyForQuery, ParameterStatus, ErrorResponse) and forwarded
-/// whole to the linked client. While the agent runs its own queries (reset, parameter sync) the responses are
-/// swallowed until the last ReadyForQuery.
+/// Bytes from the server are scanned in place and forwarded to the linked client as slices. Each message is
+/// told to the server's protocol machine, which says what to do with it (forward, swallow, rewrite, close)
+/// and what follows from it (answers the agent owes the client, statement changes, the end of the agent's
+/// own query). The machine alone decides whether the server may serve someone else.
 final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confined to the agent's event loop.
     enum State: String {
         case opening, idle, linked, resetting, closed
@@ -20,6 +21,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         var firstError: ErrorResponse?
         var completion: (ErrorResponse?) -> Void
         var timer: Scheduled<Void>?
+        /// Queries whose ReadyForQuery has not arrived yet.
+        var remaining: Int
     }
 
     /// How long the agent's own queries (settings, rollback, reset) may take before the server is closed.
@@ -36,21 +39,10 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     private(set) var state: State = .opening
     /// Current ParameterStatus values of this backend.
     private(set) var parameters: [String: String]
-    private(set) var transactionStatus: TransactionStatus = .idle
-    /// Queries, Syncs and FunctionCalls sent whose ReadyForQuery has not arrived yet.
-    var outstanding = 0
-    /// The responses the server owes, in order: tells when it is idle, and lets transaction mode drop or
-    /// add the responses of rewritten statements.
-    var responses = ResponseQueue()
-    /// Extended-protocol messages were sent since the last Sync: after an error the server skips
-    /// everything until a Sync, so it must not serve anyone else in this state.
-    var unsynced = false
-    /// In COPY FROM STDIN: the server ignores Sync until the client's CopyDone or CopyFail.
-    var copyIn = false
+    /// What the server owes and whether it may be reused; written only through its events.
+    private(set) var machine: ServerProtocolMachine
+    var transactionStatus: TransactionStatus { self.machine.transactionStatus }
     let rewritesStatements: Bool
-    /// Agent statement ids prepared on this backend, with their last use for the LRU.
-    private(set) var prepared: [Int: UInt64] = [:]
-    private(set) var statementClock: UInt64 = 0
     /// The settings key of the client whose settings this server has; nil after a reset.
     var settingsKey: Int?
     /// Non-reported settings the agent applied for the current or last client, by lowercased name.
@@ -69,7 +61,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     private(set) var closedByServer = false
     /// The server closed while idle in the pool: it was dead before anyone used it.
     private(set) var diedWhileIdle = false
-    /// When the current request started (outstanding went from zero), for `query_timeout`.
+    /// When the current request started (sent with nothing owed), for `query_timeout`.
     private(set) var busySince: Moment?
     /// When the current transaction's first request started.
     private var transactionStartedAt: Moment?
@@ -80,14 +72,17 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         self.pool = pool
         self.link = link
         self.parameters = link.parameters
-        self.rewritesStatements = pool.settings.mode == .transaction
-        var captured = [BackendMessageID.readyForQuery, BackendMessageID.parameterStatus, BackendMessageID.errorResponse]
+        self.rewritesStatements = pool.settings.mode == .transaction && pool.settings.maxPreparedStatements > 0
+        self.machine = ServerProtocolMachine(statementLimit: pool.settings.maxPreparedStatements)
+        var captured = [
+            BackendMessageID.readyForQuery, BackendMessageID.parameterStatus, BackendMessageID.errorResponse,
+            BackendMessageID.commandComplete, BackendMessageID.emptyQueryResponse,
+        ]
         if self.rewritesStatements {
-            // Every message that completes an expected response is held whole, so the agent can cut after it.
+            // Every message after which the agent may cut (to swallow it or add an answer) is held whole.
             captured += [
                 BackendMessageID.parseComplete, BackendMessageID.bindComplete, BackendMessageID.closeComplete,
-                BackendMessageID.rowDescription, BackendMessageID.noData, BackendMessageID.commandComplete,
-                BackendMessageID.emptyQueryResponse, BackendMessageID.portalSuspended,
+                BackendMessageID.rowDescription, BackendMessageID.noData, BackendMessageID.portalSuspended,
             ]
         }
         self.scanner = MessageScanner(captureTypes: MessageTypeSet(captured), maxCaptureLength: 8 << 20)
@@ -116,29 +111,36 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         self.lastUsedAt = self.pool.eventLoop.time
     }
 
-    /// True when nothing is in flight and no transaction is open: transaction mode may hand it on.
+    /// True when the machine says the server may serve someone else and the agent holds no part of a message.
     var isIdleForRelease: Bool {
-        self.outstanding == 0 && self.transactionStatus == .idle && self.internalQuery == nil && self.scanner.isAtBoundary
-            && self.responses.isEmpty && !self.unsynced && !self.copyIn
+        self.machine.mayRelease && self.internalQuery == nil && self.scanner.isAtBoundary
     }
 
+    /// Something sent to the server is still unanswered (for `query_timeout`, cancels and idle timeouts).
+    var isBusy: Bool { !self.machine.isIdle || self.internalQuery != nil }
+
     /// The client is done with this server. `clean` is false when the client stopped in the middle of a
-    /// message. The server is rolled back (and, in session mode, reset), or closed when it is busy or in an
-    /// unknown state.
+    /// message. The server is rolled back and reset (session state the agent does not track is cleared), or
+    /// closed when it is busy or in an unknown state.
     func clientLeft(clean: Bool) {
         guard self.state == .linked else { return }
         self.client = nil
         self.setReading(true)
-        guard clean, self.outstanding == 0, self.scanner.isAtBoundary, self.internalQuery == nil, self.responses.isEmpty,
-            !self.unsynced, !self.copyIn
-        else {
-            self.returnToPool(reusable: false, reason: "client left during a query")
+        guard clean, self.machine.isIdle, self.scanner.isAtBoundary, self.internalQuery == nil else {
+            self.returnToPool(reusable: false, reason: self.machine.doubt.map { "protocol state in doubt: \($0)" } ?? "client left during a query")
             return
         }
         let sessionMode = self.pool.settings.mode == .session
         var queries: [String] = []
-        if self.transactionStatus != .idle { queries.append("ROLLBACK") }
-        if sessionMode && !self.pool.settings.resetQuery.isEmpty { queries.append(self.pool.settings.resetQuery) }
+        if self.machine.transactionStatus != .idle { queries.append("ROLLBACK") }
+        if sessionMode && !self.pool.settings.resetQuery.isEmpty {
+            queries.append(self.pool.settings.resetQuery)
+        } else {
+            // A client's PREPARE or DEALLOCATE could have changed the agent's statements; its LISTEN would
+            // deliver notifications to the next client.
+            if self.machine.statementsInDoubt { queries.append("DEALLOCATE ALL") }
+            if self.machine.listening { queries.append("UNLISTEN *") }
+        }
         guard !queries.isEmpty else {
             self.returnToPool(reusable: true, reason: nil)
             return
@@ -147,13 +149,14 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         self.runInternal(queries) { [self] error in
             if let error {
                 self.returnToPool(reusable: false, reason: "reset failed: \(error.message)")
-            } else if self.transactionStatus != .idle {
-                self.returnToPool(reusable: false, reason: "still \(self.transactionStatus) after reset")
+            } else if self.machine.transactionStatus != .idle {
+                self.returnToPool(reusable: false, reason: "still \(self.machine.transactionStatus) after reset")
             } else {
                 if sessionMode {
                     self.appliedSettings = [:]
                     self.settingsKey = nil
                 }
+                if queries.contains("DEALLOCATE ALL") || sessionMode { self.machine.sessionStateReset() }
                 self.returnToPool(reusable: true, reason: nil)
             }
         }
@@ -206,15 +209,21 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     /// Sends simple queries whose responses the client must not see; `completion` gets the first error.
     func runInternal(_ queries: [String], completion: @escaping (ErrorResponse?) -> Void) {
         var buffer = self.transport.allocator.buffer(capacity: 64)
-        for query in queries { buffer.writeQuery(query) }
-        self.outstanding += queries.count
+        for query in queries {
+            guard self.machine.send(.agentQuery) == .recorded else {
+                completion(ErrorResponse(.error, sqlState: "08006", message: "the server cannot take the agent's query"))
+                self.close(reason: self.machine.doubt.map { "protocol state in doubt: \($0)" } ?? "agent query refused")
+                return
+            }
+            buffer.writeQuery(query)
+        }
         let timer = self.transport.loop.scheduleTask(in: Self.internalQueryTimeout) { [self] in
             guard let query = self.internalQuery else { return }
             self.internalQuery = nil
             query.completion(ErrorResponse(.error, sqlState: "57014", message: "the server did not answer the agent's query within 30 s"))
             self.close(reason: "agent query timed out")
         }
-        self.internalQuery = InternalQuery(firstError: nil, completion: completion, timer: timer)
+        self.internalQuery = InternalQuery(firstError: nil, completion: completion, timer: timer, remaining: queries.count)
         self.transport.writeAndFlush(buffer)
     }
 
@@ -236,12 +245,27 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             self.pool.stats.queryTime.record(microseconds: since.microseconds(to: now))
         }
         self.busySince = nil
-        if self.transactionStatus == .idle, let since = self.transactionStartedAt {
+        if self.machine.transactionStatus == .idle, let since = self.transactionStartedAt {
             self.pool.stats.transactions += 1
             self.pool.stats.transactionTime.record(microseconds: since.microseconds(to: now))
             self.transactionStartedAt = nil
         }
     }
+
+    /// Tells the machine about a message sent to the server; see `ServerProtocolMachine.send`.
+    func record(_ pending: ServerProtocolMachine.Pending) -> ServerProtocolMachine.SendOutcome {
+        self.machine.send(pending)
+    }
+
+    /// True, and marked as just used, when the agent's statement `id` exists on this server.
+    func hasStatement(_ id: Int) -> Bool { self.machine.hasStatement(id) }
+
+    /// Notes that statement `id` is being prepared here; returns one to close first to make room.
+    func prepareStatement(_ id: Int) -> Int? { self.machine.prepare(id) }
+
+    var preparedCount: Int { self.machine.preparedCount }
+    var skippingUntilSync: Bool { self.machine.skippingUntilSync }
+    var syncsSent: Int { self.machine.syncsSent }
 
     /// Queues bytes for the server; `flush` sends them.
     func write(_ buffer: ByteBuffer) {
@@ -269,89 +293,81 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         var runStart = cursor
         var forwardableEnd = cursor
         var internalDone = false
-        var readyForRelease = false
+        var fence = false
         let client = self.internalQuery == nil ? self.client : nil
         do {
             scan: while true {
                 switch try self.scanner.next(in: buffer, cursor: &cursor) {
                 case .message(let type, let start, let captured):
-                    if let captured {
-                        switch type {
-                        case BackendMessageID.readyForQuery:
-                            self.transactionStatus = try TransactionStatus.decode(captured, in: buffer)
-                            self.outstanding = max(0, self.outstanding - 1)
-                            if self.outstanding == 0, self.internalQuery == nil { self.requestFinished() }
-                            if self.internalQuery != nil && self.outstanding == 0 { internalDone = true }
-                            if self.internalQuery == nil && self.outstanding == 0 { readyForRelease = true }
-                        case BackendMessageID.parameterStatus:
-                            var body = captured.slice(of: buffer)
-                            let status = try ParameterStatus.decode(from: &body)
-                            self.parameters[status.name] = status.value
-                            if let client {
-                                client.parameterChanged(name: status.name, value: status.value)
-                            } else if self.internalQuery == nil || self.state == .resetting {
-                                // Changed with nobody linked (the agent's ROLLBACK undid a SET): sync again.
-                                self.settingsKey = nil
-                            }
-                        case BackendMessageID.errorResponse:
-                            if self.internalQuery != nil, self.internalQuery?.firstError == nil {
-                                var body = captured.slice(of: buffer)
-                                let error = try ErrorResponse.decode(from: &body)
-                                if error.severity == .error || error.severity == .fatal { self.internalQuery?.firstError = error }
-                            }
-                        case BackendMessageID.commandComplete:
-                            // Most tags (SELECT, INSERT, COMMIT …) are none of these: one byte tells.
-                            let first = captured.firstByte(in: buffer)
-                            guard first == UInt8(ascii: "D") || first == UInt8(ascii: "R") else { break }
-                            let tag = captured.slice(of: buffer).readableBytesView
-                            // A client's DISCARD ALL or DEALLOCATE ALL dropped the agent's statements too, all but
-                            // those whose Parse comes after it in the same pipeline.
-                            if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "DEALLOCATE ALL".utf8) {
-                                let pending = self.responses.pendingStatements
-                                self.prepared = self.prepared.filter { pending.contains($0.key) }
-                            }
-                            // DISCARD ALL and RESET undo settings the agent applied: sync again next time.
-                            if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "RESET".utf8) {
-                                self.appliedSettings = [:]
-                                self.settingsKey = nil
-                            }
-                        default:
-                            break
+                    if type == BackendMessageID.commandComplete, let captured { self.commandTag(captured, in: buffer) }
+                    if self.machine.passesThrough(type) { continue }
+                    let reaction: ServerProtocolMachine.Reaction
+                    switch type {
+                    case BackendMessageID.readyForQuery:
+                        reaction = self.machine.readyForQuery(try TransactionStatus.decode(captured!, in: buffer))
+                    case BackendMessageID.parameterStatus:
+                        var body = captured!.slice(of: buffer)
+                        self.parameterStatus(try ParameterStatus.decode(from: &body), client: client)
+                        continue
+                    case BackendMessageID.errorResponse:
+                        var body = captured!.slice(of: buffer)
+                        let error = try ErrorResponse.decode(from: &body)
+                        if self.internalQuery != nil, self.internalQuery?.firstError == nil, error.severity == .error || error.severity == .fatal {
+                            self.internalQuery?.firstError = error
                         }
+                        reaction = self.machine.errorResponse(fatal: error.severity == .fatal || error.severity == .panic, sqlState: error.sqlState)
+                    case BackendMessageID.commandComplete:
+                        reaction = self.machine.commandComplete()
+                    default:
+                        reaction = self.machine.message(type)
                     }
-                    if type == BackendMessageID.copyInResponse {
-                        self.copyIn = true
-                        self.outstanding -= self.responses.copyInStarted()
-                    }
-                    guard let client, !self.responses.passesThrough(type) else { continue }
-                    var due = SynthesizedResponses()
-                    let disposition = self.responses.serverMessage(
-                        type,
-                        emit: { due.append($0) },
-                        forget: { self.prepared.removeValue(forKey: $0) },
-                        skipped: { entry in
-                            switch entry {
-                            case .query:
-                                // A Query skipped after an extended-protocol error gets no ReadyForQuery.
-                                self.outstanding = max(0, self.outstanding - 1)
-                                if self.outstanding == 0 { self.busySince = nil }
-                            case .evict(let id):
-                                // The Close was skipped: the statement is still on the server.
-                                self.statementClock += 1
-                                self.prepared[id] = self.statementClock
-                            default:
-                                break
-                            }
-                        }
-                    )
-                    if disposition == .swallow {
-                        if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
+                    switch reaction {
+                    case .forward:
+                        break
+                    case .swallow:
+                        if let client, start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
                         runStart = cursor
+                    case .rewriteDuplicate(let intent):
+                        if let client {
+                            if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
+                            runStart = cursor
+                            client.writeFromServer(client.renamingDuplicate(intent, in: captured!.slice(of: buffer), allocator: self.allocator))
+                        }
+                    case .close(let reason):
+                        if let client {
+                            if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
+                            client.flushFromServer()
+                        }
+                        self.close(reason: "protocol state in doubt: \(reason)")
+                        return
                     }
-                    if !due.isEmpty {
+                    guard self.machine.hasEvents else { continue }
+                    var answers = SynthesizedResponses()
+                    for event in self.machine.takeEvents() {
+                        switch event {
+                        case .answer(let type):
+                            answers.append(type)
+                        case .intent(let id, let done):
+                            guard client?.intentResolved(id, done: done) ?? true else {
+                                self.close(reason: "protocol state in doubt: a statement answer out of step with the client's")
+                                return
+                            }
+                        case .agentQueryDone:
+                            if var query = self.internalQuery {
+                                query.remaining -= 1
+                                self.internalQuery = query
+                                internalDone = query.remaining == 0
+                            }
+                        case .clientStatementsDropped:
+                            client?.statementsDropped()
+                        case .sendFence:
+                            fence = true
+                        }
+                    }
+                    if let client, !answers.isEmpty {
                         if cursor > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: cursor - runStart)!) }
                         runStart = cursor
-                        client.writeFromServer(due.encoded(allocator: self.allocator))
+                        client.writeFromServer(answers.encoded(allocator: self.allocator))
                     }
                 case .end(let end):
                     forwardableEnd = end
@@ -362,12 +378,18 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             self.close(reason: "protocol error from server: \(error)")
             return
         }
+        if fence {
+            var query = self.allocator.buffer(capacity: 8)
+            query.writeQuery("")
+            self.transport.writeAndFlush(query)
+        }
+        if self.busySince != nil, self.machine.isIdle, self.internalQuery == nil { self.requestFinished() }
         if let client {
             if forwardableEnd > runStart {
                 client.writeFromServer(buffer.getSlice(at: runStart, length: forwardableEnd - runStart)!)
             }
             client.flushFromServer()
-            if readyForRelease { client.releaseIfIdle() }
+            client.serverAnswered()
         } else if internalDone, let query = self.internalQuery {
             self.internalQuery = nil
             query.timer?.cancel()
@@ -375,33 +397,36 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         }
     }
 
-    // MARK: Statements (transaction mode)
-
-    /// True, and marked as just used, when the agent's statement `id` exists on this backend.
-    func usesStatement(_ id: Int) -> Bool {
-        guard self.prepared[id] != nil else { return false }
-        self.statementClock += 1
-        self.prepared[id] = self.statementClock
-        return true
-    }
-
-    var preparedCount: Int { self.prepared.count }
-
-    func forgetStatement(_ id: Int) {
-        self.prepared.removeValue(forKey: id)
-    }
-
-    /// Records that `id` is being prepared here; returns the least recently used statement to close when
-    /// the backend already holds `limit` of them.
-    func addStatement(_ id: Int, limit: Int) -> Int? {
-        var evicted: Int? = nil
-        if self.prepared.count >= limit, let oldest = self.prepared.min(by: { $0.value < $1.value })?.key {
-            self.prepared.removeValue(forKey: oldest)
-            evicted = oldest
+    /// A ParameterStatus: the server's value now, and the client's if one is linked.
+    private func parameterStatus(_ status: ParameterStatus, client: ClientSession?) {
+        self.parameters[status.name] = status.value
+        if let client {
+            client.parameterChanged(name: status.name, value: status.value)
+        } else if self.internalQuery == nil || self.state == .resetting {
+            // Changed with nobody linked (the agent's ROLLBACK undid a SET): sync again.
+            self.settingsKey = nil
         }
-        self.statementClock += 1
-        self.prepared[id] = self.statementClock
-        return evicted
+    }
+
+    /// Command tags that change more than the transaction: statements, listening, settings.
+    private func commandTag(_ captured: MessageBody, in buffer: ByteBuffer) {
+        // Most tags (SELECT, INSERT, COMMIT …) are none of these: one byte tells.
+        let first = captured.firstByte(in: buffer)
+        guard first == UInt8(ascii: "D") || first == UInt8(ascii: "R") || first == UInt8(ascii: "P") || first == UInt8(ascii: "L")
+        else { return }
+        let tag = captured.slice(of: buffer).readableBytesView
+        if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "DEALLOCATE ALL".utf8) {
+            self.machine.commandTag(.statementsDropped)
+        } else if tag.starts(with: "DISCARD".utf8) || tag.starts(with: "DEALLOCATE".utf8) || tag.starts(with: "PREPARE".utf8) {
+            self.machine.commandTag(.statementsChanged)
+        } else if tag.starts(with: "LISTEN".utf8) {
+            self.machine.commandTag(.listen)
+        }
+        // DISCARD ALL and RESET undo settings the agent applied: sync again next time.
+        if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "RESET".utf8) {
+            self.appliedSettings = [:]
+            self.settingsKey = nil
+        }
     }
 
     // MARK: Closing

@@ -1,0 +1,240 @@
+// The server's messages matched against what it owes, with the rules of its main loop and of COPY FROM STDIN.
+
+extension ServerProtocolMachine {
+    private typealias Server = BackendMessageID
+
+    /// True when `message` would change nothing and answer `.forward` for a message of `type`: notices,
+    /// notifications, and the rows and descriptions of a Query or Execute under way. Checked inline for
+    /// every server message; the rest go through `message` and the other handlers.
+    @inlinable
+    public func passesThrough(_ type: UInt8) -> Bool {
+        if type == BackendMessageID.noticeResponse || type == BackendMessageID.notificationResponse { return true }
+        guard self.head < self.entries.count, self.mode == .normal else { return false }
+        switch self.entries[self.head] {
+        case .query:
+            return type == BackendMessageID.dataRow || type == BackendMessageID.rowDescription
+                || type == BackendMessageID.commandComplete
+        case .execute:
+            return type == BackendMessageID.dataRow
+        default:
+            return false
+        }
+    }
+
+    /// ReadyForQuery with the server's transaction status.
+    public mutating func readyForQuery(_ status: TransactionStatus) -> Reaction {
+        if let doubt = self.doubt { return .close(doubt) }
+        guard self.mode == .normal else { return self.doubtful("ReadyForQuery during COPY") }
+        self.transactionStatus = status
+        var reaction = Reaction.forward
+        switch self.first {
+        case .sync?, .query?:
+            break
+        case .agentQuery?:
+            reaction = .swallow
+            self.events.append(.agentQueryDone)
+        case .fence(answered: true)?:
+            reaction = .swallow
+        default:
+            return self.doubtful("ReadyForQuery with no Sync or Query owed")
+        }
+        self.pop()
+        self.settle()
+        return reaction
+    }
+
+    /// ErrorResponse; `fatal` for FATAL and PANIC, `sqlState` its code.
+    public mutating func errorResponse(fatal: Bool, sqlState: String) -> Reaction {
+        if let doubt = self.doubt { return .close(doubt) }
+        if fatal {
+            // The server ends the connection after it: nothing more is owed, and it is never reused.
+            self.closing = true
+            return self.first == .agentQuery ? .swallow : .forward
+        }
+        switch self.mode {
+        case .copyIn:
+            return self.copyInFailed()
+        case .copyOut, .copyOutDone:
+            self.mode = .normal
+        case .normal:
+            break
+        }
+        guard let entry = self.first else { return self.doubtful("an error with nothing owed") }
+        switch entry {
+        case .query, .sync:
+            // A Query's error ends it (its ReadyForQuery follows); an error at Sync is a failed commit.
+            return .forward
+        case .agentQuery:
+            return .swallow
+        case .parse(let kind):
+            self.pop()
+            let reaction: Reaction
+            switch kind {
+            case .client(let statement, let intent):
+                if let statement { self.prepared.removeValue(forKey: statement) }
+                if let intent { self.events.append(.intent(intent, done: false)) }
+                reaction = .forward
+            case .agent(let statement):
+                self.prepared.removeValue(forKey: statement)
+                // The server has a statement of that name the agent did not know of.
+                if sqlState == "42P05" { self.statementsInDoubt = true }
+                reaction = .forward
+            case .duplicate(let intent):
+                self.events.append(.intent(intent, done: false))
+                reaction = sqlState == "42P05" ? .rewriteDuplicate(intent: intent) : .forward
+            }
+            return self.skipUntilSync() ?? reaction
+        case .bind, .describe:
+            // A statement the agent believed prepared here is missing: someone deallocated it.
+            if sqlState == "26000" { self.statementsInDoubt = true }
+            self.pop()
+            return self.skipUntilSync() ?? .forward
+        case .execute, .close:
+            self.pop()
+            return self.skipUntilSync() ?? .forward
+        case .evict(let id):
+            // The Close failed: the statement stays.
+            self.pop()
+            self.restore(id)
+            return self.skipUntilSync() ?? .forward
+        case .copyData, .copyDone, .copyFail, .answer, .fence:
+            return self.doubtful("an error where the server owed nothing that can fail")
+        }
+    }
+
+    /// CommandComplete; tags that matter beyond the transaction go to `commandTag` first.
+    public mutating func commandComplete() -> Reaction {
+        if let doubt = self.doubt { return .close(doubt) }
+        switch self.mode {
+        case .copyIn:
+            if let reaction = self.copyInCompleted() { return reaction }
+        case .copyOut:
+            return self.doubtful("CommandComplete before the end of COPY TO STDOUT")
+        case .copyOutDone:
+            self.mode = .normal
+        case .normal:
+            break
+        }
+        switch self.first {
+        case .query?:
+            return .forward
+        case .agentQuery?:
+            return .swallow
+        case .execute?:
+            self.pop()
+            self.settle()
+            return .forward
+        default:
+            return self.doubtful("CommandComplete with no Query or Execute owed")
+        }
+    }
+
+    /// Any other server message: ParseComplete, BindComplete, CloseComplete, descriptions, rows, COPY,
+    /// EmptyQueryResponse, PortalSuspended, FunctionCallResponse, notices and notifications.
+    public mutating func message(_ type: UInt8) -> Reaction {
+        if let doubt = self.doubt { return .close(doubt) }
+        if type == Server.noticeResponse || type == Server.notificationResponse || type == Server.parameterStatus {
+            return self.first == .agentQuery ? .swallow : .forward
+        }
+        switch self.mode {
+        case .copyIn:
+            return self.doubtful("message type \(Self.name(type)) during COPY FROM STDIN")
+        case .copyOut:
+            switch type {
+            case Server.copyData: return .forward
+            case Server.copyDone:
+                self.mode = .copyOutDone
+                return .forward
+            default: return self.doubtful("message type \(Self.name(type)) during COPY TO STDOUT")
+            }
+        case .copyOutDone:
+            return self.doubtful("message type \(Self.name(type)) after COPY TO STDOUT ended")
+        case .normal:
+            break
+        }
+        guard let entry = self.first else {
+            return self.doubtful("message type \(Self.name(type)) with nothing owed")
+        }
+        switch (type, entry) {
+        case (Server.parseComplete, .parse(let kind)):
+            if case .duplicate = kind { return self.doubtful("the server accepted a Parse of a name it already had") }
+            self.pop()
+            if case .client(_, let intent?) = kind { self.events.append(.intent(intent, done: true)) }
+            self.settle()
+            if case .agent = kind { return .swallow }
+            return .forward
+        case (Server.bindComplete, .bind), (Server.noData, .describe), (Server.rowDescription, .describe),
+            (Server.closeComplete, .close), (Server.emptyQueryResponse, .execute), (Server.portalSuspended, .execute):
+            self.pop()
+            self.settle()
+            return .forward
+        case (Server.closeComplete, .evict):
+            self.pop()
+            self.settle()
+            return .swallow
+        case (Server.parameterDescription, .describe):
+            return .forward
+        case (Server.dataRow, .query), (Server.dataRow, .execute), (Server.rowDescription, .query),
+            (Server.emptyQueryResponse, .query), (Server.functionCallResponse, .query):
+            return .forward
+        case (Server.dataRow, .agentQuery), (Server.rowDescription, .agentQuery), (Server.emptyQueryResponse, .agentQuery):
+            return .swallow
+        case (Server.copyInResponse, .query), (Server.copyInResponse, .execute):
+            self.mode = .copyIn
+            return .forward
+        case (Server.copyOutResponse, .query), (Server.copyOutResponse, .execute):
+            self.mode = .copyOut
+            return .forward
+        case (Server.emptyQueryResponse, .fence(answered: false)):
+            self.entries[self.head] = .fence(answered: true)
+            return .swallow
+        case (Server.emptyQueryResponse, .sync):
+            // Before a fence: the Syncs still owed were consumed by the failed COPY.
+            while let entry = self.first, entry.isUnansweredAfterFailedCopy { self.pop() }
+            guard self.first == .fence(answered: false) else {
+                return self.doubtful("EmptyQueryResponse where a Sync was owed")
+            }
+            self.entries[self.head] = .fence(answered: true)
+            return .swallow
+        default:
+            return self.doubtful("message type \(Self.name(type)) where \(entry) was owed")
+        }
+    }
+
+    /// After an extended-protocol error: the server discards everything up to the next Sync. What the
+    /// discarded entries stood for is undone. Returns a reaction only when the machine falls into doubt.
+    mutating func skipUntilSync() -> Reaction? {
+        while let entry = self.first {
+            switch entry {
+            case .sync:
+                return nil
+            case .parse(.client(let statement, let intent)):
+                if let statement { self.prepared.removeValue(forKey: statement) }
+                if let intent { self.events.append(.intent(intent, done: false)) }
+            case .parse(.agent(let statement)):
+                self.prepared.removeValue(forKey: statement)
+            case .parse(.duplicate(let intent)), .answer(_, let intent):
+                self.events.append(.intent(intent, done: false))
+            case .evict(let id):
+                self.restore(id)
+            case .agentQuery, .fence:
+                return self.doubtful("the agent's own query was skipped after a client's error")
+            case .query, .bind, .describe, .execute, .close, .copyData, .copyDone, .copyFail:
+                break
+            }
+            self.pop()
+        }
+        self.skippingUntilSync = true
+        return nil
+    }
+
+    /// A statement whose Close the server skipped or refused is still there.
+    private mutating func restore(_ id: Int) {
+        self.statementClock += 1
+        self.prepared[id] = self.statementClock
+    }
+
+    static func name(_ type: UInt8) -> String {
+        (0x21...0x7E).contains(type) ? "'\(Character(Unicode.Scalar(type)))'" : "0x\(String(type, radix: 16))"
+    }
+}

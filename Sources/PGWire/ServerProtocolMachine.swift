@@ -1,0 +1,322 @@
+// What one server connection still owes, driven by what was sent and what the server said: it alone decides reuse.
+
+/// The protocol state of one server connection, as a value.
+///
+/// It is told every message sent to the server (`send`) and every message the server sends back
+/// (`readyForQuery`, `errorResponse`, `commandComplete`, `message`), and answers what to do with each server
+/// message: forward it, swallow it, rewrite it, or close the server. What the server owes is a queue of the
+/// messages it has not yet answered, in order, matched against its responses with the rules PostgreSQL's
+/// backend follows (`postgres.c`, `copyfromparse.c`): after an error in the extended protocol it skips
+/// everything until Sync; during COPY FROM STDIN it reads CopyData, ignores Sync and Flush, and ends at
+/// CopyDone, CopyFail or any other message. COPY and error state change only on server messages.
+///
+/// A server may go back to the pool only when `mayRelease`: ReadyForQuery `I` arrived and nothing is owed.
+/// A server message the machine cannot place, or a sequence whose outcome it cannot tell, closes the
+/// server (`Reaction.close`, then `doubt` stays set): it is never reused on a guess.
+public struct ServerProtocolMachine: Sendable {
+    /// One message sent to the server, or one answer the agent gives in its place, awaiting what it yields.
+    public enum Pending: Equatable, Sendable {
+        /// The client's Query or FunctionCall: every response up to its ReadyForQuery is forwarded.
+        case query
+        /// The agent's own Query: every response up to its ReadyForQuery is swallowed.
+        case agentQuery
+        case parse(ParseKind)
+        case bind
+        case describe
+        case execute
+        /// The client's Close of a portal or of the unnamed statement.
+        case close
+        /// The agent's Close of its statement `id`, evicted from this server: swallowed.
+        case evict(Int)
+        /// Sync. Not `certain` when a failed COPY may have consumed it: its ReadyForQuery may never come.
+        case sync(certain: Bool)
+        /// CopyData (one entry for a run of them), CopyDone and CopyFail: nothing answers them outside COPY.
+        case copyData
+        case copyDone
+        case copyFail
+        /// A ParseComplete or CloseComplete the agent writes itself once everything before it is through;
+        /// `intent` is the client's statement change it stands for.
+        case answer(type: UInt8, intent: Int)
+        /// The agent's empty Query after a failed COPY left the number of consumed Syncs open: everything
+        /// before its EmptyQueryResponse is the client's, then it and its ReadyForQuery are swallowed.
+        case fence(answered: Bool)
+    }
+
+    /// What a Parse sent to the server stands for.
+    public enum ParseKind: Equatable, Sendable {
+        /// The client's own Parse, under the shared statement `statement` when it is a named one: forwarded.
+        case client(statement: Int?, intent: Int?)
+        /// The agent prepares its statement for a Bind or Describe of the client's: swallowed.
+        case agent(statement: Int)
+        /// A client's Parse of a name it already has, sent under that statement's server-side name so the
+        /// server refuses it itself (42P05), aborting the transaction as PostgreSQL would.
+        case duplicate(intent: Int)
+    }
+
+    /// What to do with one server message.
+    public enum Reaction: Equatable, Sendable {
+        case forward
+        /// The agent asked for it; the client must not see it.
+        case swallow
+        /// Forward this ErrorResponse with the server-side statement name replaced by the client's.
+        case rewriteDuplicate(intent: Int)
+        /// The server said something the machine cannot place: close it, never reuse it.
+        case close(String)
+    }
+
+    /// What follows from a server message, besides its own reaction, in order.
+    public enum Event: Equatable, Sendable {
+        /// Write this response (ParseComplete or CloseComplete) to the client, after the message just handled.
+        case answer(UInt8)
+        /// The client's statement change `intent` happened (`done`) or the server skipped or refused it.
+        case intent(Int, done: Bool)
+        /// The agent's query has its ReadyForQuery.
+        case agentQueryDone
+        /// A DISCARD ALL or DEALLOCATE ALL ran: every statement the client had before it is gone.
+        case clientStatementsDropped
+        /// Write the fence (an empty Query) to the server now.
+        case sendFence
+    }
+
+    /// What becomes of a message the agent sends, or an answer it gives.
+    public enum SendOutcome: Equatable, Sendable {
+        /// Recorded: the server (or the agent in its turn) will answer it.
+        case recorded
+        /// The server will discard it: it skips everything but Sync after an error. Nothing needs sending.
+        case discarded
+        /// An answer with nothing before it: write it to the client now.
+        case answerNow
+        /// A Sync after a failed COPY: send it, then the fence (an empty Query), recorded too.
+        case recordedThenFence
+        /// The server cannot be told this without the machine losing track of it: close the server.
+        case close(String)
+    }
+
+    /// Command tags that change what the server holds beyond the transaction.
+    public enum CommandTag: Sendable {
+        /// DISCARD ALL, DEALLOCATE ALL: every prepared statement is gone.
+        case statementsDropped
+        /// PREPARE, DEALLOCATE, other DISCARDs: prepared statements changed in ways the agent did not make.
+        case statementsChanged
+        /// LISTEN: the server will deliver notifications to whoever holds it.
+        case listen
+    }
+
+    @usableFromInline enum Mode: Sendable {
+        case normal
+        /// In COPY FROM STDIN for the head entry: the server reads the messages after it as COPY input.
+        case copyIn
+        /// In COPY TO STDOUT for the head entry, before and after the server's CopyDone.
+        case copyOut
+        case copyOutDone
+    }
+
+    @usableFromInline var entries: [Pending] = []
+    @usableFromInline var head = 0
+    @usableFromInline var mode = Mode.normal
+    /// Extended-protocol messages went out since the last Sync (or Query): the server is inside their
+    /// implicit transaction until one comes, even with every response in.
+    public internal(set) var unsynced = false
+    /// After an error in the extended protocol, with no Sync sent yet: the server discards all but Sync.
+    public internal(set) var skippingUntilSync = false
+    /// A failed COPY left Syncs whose ReadyForQuery may or may not come; the fence goes after the next Sync.
+    public internal(set) var fenceOwed = false
+    public internal(set) var transactionStatus = TransactionStatus.idle
+    /// Syncs recorded so far: a message sent with the same count shares its Sync with every message since
+    /// the last one, and is skipped by the server if any of them fails.
+    public internal(set) var syncsSent = 0
+    /// Why the server must be closed, once anything put the machine in doubt.
+    public internal(set) var doubt: String?
+    /// The server sent a FATAL error: it is closing the connection.
+    public internal(set) var closing = false
+    /// The server's prepared statements may differ from `prepared`: reset them before anyone else uses it.
+    public internal(set) var statementsInDoubt = false
+    /// A LISTEN ran: unlisten before anyone else uses the server.
+    public internal(set) var listening = false
+    /// What the messages handled so far made due, in order; `takeEvents` empties it.
+    public internal(set) var events: [Event] = []
+
+    /// The agent's statements on this server, with their last use for the LRU.
+    @usableFromInline var prepared: [Int: UInt64] = [:]
+    @usableFromInline var statementClock: UInt64 = 0
+    /// Most statements kept on this server; the least recently used is closed to make room.
+    public let statementLimit: Int
+
+    public init(statementLimit: Int = 0) {
+        self.statementLimit = statementLimit
+    }
+
+    // MARK: State
+
+    /// Nothing owed, no COPY, no error skipping, nothing in doubt.
+    @inlinable public var isIdle: Bool {
+        self.head == self.entries.count && self.mode == .normal && !self.skippingUntilSync && !self.fenceOwed
+            && !self.unsynced && self.doubt == nil && !self.closing
+    }
+
+    /// The one answer to "may this server serve someone else now?": idle, outside a transaction.
+    @inlinable public var mayRelease: Bool { self.isIdle && self.transactionStatus == .idle }
+
+    /// Entries still owed, oldest first.
+    public var owed: ArraySlice<Pending> { self.entries[self.head...] }
+
+    public var hasEvents: Bool { !self.events.isEmpty }
+
+    /// Hands out the events made due so far, oldest first.
+    public mutating func takeEvents() -> [Event] {
+        let taken = self.events
+        self.events.removeAll(keepingCapacity: true)
+        return taken
+    }
+
+    @inlinable var first: Pending? { self.head < self.entries.count ? self.entries[self.head] : nil }
+
+    // MARK: Sending
+
+    /// Records a message sent to the server (or an answer the agent will give); see `SendOutcome`.
+    public mutating func send(_ pending: Pending) -> SendOutcome {
+        if let doubt = self.doubt { return .close(doubt) }
+        if self.skippingUntilSync {
+            guard case .sync = pending else { return .discarded }
+            self.skippingUntilSync = false
+        }
+        if self.fenceOwed {
+            switch pending {
+            case .copyData, .copyDone, .copyFail:
+                // Nothing answers these, whether the server is still skipping or not.
+                return .discarded
+            case .sync:
+                // After this Sync the server runs the fence whatever the failed COPY consumed.
+                self.fenceOwed = false
+                self.unsynced = false
+                self.syncsSent += 1
+                self.entries.append(.sync(certain: true))
+                self.entries.append(.fence(answered: false))
+                return .recordedThenFence
+            default:
+                return self.enterDoubt("the client sent a request before the Sync that ends a failed COPY")
+            }
+        }
+        switch pending {
+        case .answer:
+            if self.head == self.entries.count { return .answerNow }
+        case .copyData:
+            // Outside COPY the server ignores COPY messages; only a COPY that may still start reads them.
+            if self.head == self.entries.count { return .discarded }
+            if self.entries.last == .copyData { return .recorded }
+        case .copyDone, .copyFail:
+            if self.head == self.entries.count { return .discarded }
+        case .sync:
+            self.syncsSent += 1
+            self.unsynced = false
+        case .query:
+            self.unsynced = false
+        case .parse, .bind, .describe, .execute, .close, .evict:
+            self.unsynced = true
+        case .agentQuery, .fence:
+            break
+        }
+        self.entries.append(pending)
+        return .recorded
+    }
+
+    // MARK: Statements on this server
+
+    /// True, and marked as just used, when the agent's statement `id` exists on this server.
+    public mutating func hasStatement(_ id: Int) -> Bool {
+        guard self.prepared[id] != nil else { return false }
+        self.statementClock += 1
+        self.prepared[id] = self.statementClock
+        return true
+    }
+
+    public var preparedCount: Int { self.prepared.count }
+
+    /// True when the agent's statement `id` exists on this server, without marking it used.
+    public func holds(_ id: Int) -> Bool { self.prepared[id] != nil }
+
+    /// Notes that the agent's statement `id` is being prepared here; returns the least recently used one to
+    /// close first when the server already holds `statementLimit` of them.
+    public mutating func prepare(_ id: Int) -> Int? {
+        var evicted: Int? = nil
+        if self.prepared.count >= self.statementLimit, let oldest = self.prepared.min(by: { $0.value < $1.value })?.key {
+            self.prepared.removeValue(forKey: oldest)
+            evicted = oldest
+        }
+        self.statementClock += 1
+        self.prepared[id] = self.statementClock
+        return evicted
+    }
+
+    /// The agent ran DEALLOCATE ALL (and UNLISTEN *): the server holds none of its statements.
+    public mutating func sessionStateReset() {
+        self.prepared.removeAll()
+        self.statementsInDoubt = false
+        self.listening = false
+    }
+
+    /// A command tag of one of the kinds in `CommandTag` came from the server.
+    public mutating func commandTag(_ tag: CommandTag) {
+        switch tag {
+        case .statementsDropped:
+            // Gone, all but those whose Parse comes later in the same pipeline.
+            var later = Set<Int>()
+            for entry in self.entries[self.head...] {
+                switch entry {
+                case .parse(.client(let id?, _)), .parse(.agent(let id)): later.insert(id)
+                default: break
+                }
+            }
+            self.prepared = self.prepared.filter { later.contains($0.key) }
+            self.events.append(.clientStatementsDropped)
+        case .statementsChanged:
+            self.statementsInDoubt = true
+        case .listen:
+            self.listening = true
+        }
+    }
+
+    // MARK: Doubt
+
+    /// Marks the server as beyond repair: every later reaction closes it.
+    @discardableResult
+    mutating func enterDoubt(_ reason: String) -> SendOutcome {
+        if self.doubt == nil { self.doubt = reason }
+        return .close(self.doubt!)
+    }
+
+    mutating func doubtful(_ reason: String) -> Reaction {
+        self.enterDoubt(reason)
+        return .close(self.doubt!)
+    }
+
+    // MARK: Queue
+
+    @usableFromInline mutating func pop() {
+        self.head += 1
+        if self.head == self.entries.count {
+            self.entries.removeAll(keepingCapacity: true)
+            self.head = 0
+        } else if self.head >= 32 && self.head * 2 >= self.entries.count {
+            self.entries.removeFirst(self.head)
+            self.head = 0
+        }
+    }
+
+    /// After the head was answered: answers now due are handed out, and COPY messages the server reads
+    /// in its main loop (where it ignores them) are dropped.
+    mutating func settle() {
+        while let entry = self.first {
+            switch entry {
+            case .answer(let type, let intent):
+                self.events.append(.answer(type))
+                self.events.append(.intent(intent, done: true))
+            case .copyData, .copyDone, .copyFail:
+                guard self.mode == .normal else { return }
+            default:
+                return
+            }
+            self.pop()
+        }
+    }
+}
