@@ -25,8 +25,9 @@ extension ServerProtocolMachine {
     /// through a CopyFail, through any other message (which it refused), or up to wherever its data, a
     /// trigger or a check before the first read failed. Its main loop ignores the COPY messages past that
     /// point, so only the Syncs on the way are open: each may or may not get a ReadyForQuery. They stay as
-    /// uncertain Syncs, and an empty Query after them (the fence) tells when the last has come. Another
-    /// request on the way cannot be placed: the machine is in doubt.
+    /// uncertain Syncs, matched after the certain ones; the first server message that is not a
+    /// ReadyForQuery shows the rest were consumed, and where nothing else would come, an empty Query after
+    /// them (the fence) does. Another request inside the COPY's input cannot be placed: the machine is in doubt.
     mutating func copyInFailed() -> Reaction {
         var index = self.head + 1
         var uncertain = 0
@@ -45,7 +46,7 @@ extension ServerProtocolMachine {
             }
             index += 1
         }
-        self.entries.replaceSubrange((self.head + 1)..<end, with: repeatElement(.sync(certain: false), count: uncertain))
+        self.entries.removeSubrange((self.head + 1)..<end)
         self.mode = .normal
         // A failed Execute makes the server skip until a Sync it reads in its main loop; a failed Query
         // still owes its ReadyForQuery.
@@ -55,33 +56,66 @@ extension ServerProtocolMachine {
             if extended { return self.skipUntilSync() ?? .forward }
             return .forward
         }
-        var certainSync = false
-        for entry in self.entries[(self.head + (extended ? uncertain : uncertain + 1))...] {
-            switch entry {
-            case .sync: certainSync = true
+        // The Syncs and COPY messages sent behind the COPY's input: the zone the uncertain Syncs join.
+        let zoneStart = extended ? self.head : self.head + 1
+        var zoneEnd = zoneStart
+        var certain = 0
+        zone: while zoneEnd < self.entries.count {
+            switch self.entries[zoneEnd] {
+            case .sync: certain += 1
             case .copyData, .copyDone, .copyFail: break
-            default: return self.doubtful("a \(entry) sent behind a failed COPY whose Syncs may have been consumed")
+            default: break zone
+            }
+            zoneEnd += 1
+        }
+        if extended && certain == 0 && zoneEnd < self.entries.count {
+            // The server may still be skipping, or not, when it reads this request.
+            return self.doubtful("a \(self.entries[zoneEnd]) sent behind a failed COPY before any Sync")
+        }
+        // After the zone: answers of the agent's own are placed by the next server message that is not a
+        // ReadyForQuery; a Sync behind them would make the ReadyForQuery of the zone and its own alike.
+        var requestsFollow = false
+        var passedAnswers = false
+        after: for entry in self.entries[zoneEnd...] {
+            switch entry {
+            case .answer: passedAnswers = true
+            case .copyData, .copyDone, .copyFail: break
+            case .sync where passedAnswers:
+                return self.doubtful("an answer between Syncs whose ReadyForQuery cannot be told apart after a failed COPY")
+            default:
+                requestsFollow = true
+                break after
             }
         }
-        if extended && !certainSync {
-            // The server may still be skipping: the fence would be skipped too. It goes after the next Sync.
-            self.fenceOwed = true
-        } else {
-            self.entries.append(.fence(answered: false))
-            self.events.append(.sendFence)
+        self.entries.replaceSubrange(
+            zoneStart..<zoneEnd,
+            with: Array(repeating: .sync(certain: true), count: certain) + Array(repeating: .sync(certain: false), count: uncertain)
+        )
+        if !requestsFollow {
+            if extended && certain == 0 {
+                // The server may still be skipping: the fence would be skipped too. It goes after the next Sync.
+                self.fenceOwed = true
+            } else {
+                self.entries.append(.fence(answered: false))
+                self.events.append(.sendFence)
+            }
         }
         return .forward
     }
 
-}
+    /// A server message other than ReadyForQuery while uncertain Syncs are at the head: the failed COPY
+    /// consumed them.
+    mutating func dropConsumedSyncs() {
+        guard self.first == .sync(certain: false) else { return }
+        while self.first == .sync(certain: false) { self.pop() }
+        self.settle(first: true)
+    }
 
-extension ServerProtocolMachine.Pending {
-    /// A Sync or COPY message between a failed COPY and its fence: the fence's answer shows none of them
-    /// is still owed.
-    var isUnansweredAfterFailedCopy: Bool {
-        switch self {
-        case .sync, .copyData, .copyDone, .copyFail: true
-        default: false
-        }
+    /// Records a certain Sync while uncertain ones are still owed: it goes before them, so they stay the
+    /// ones left over when a server message shows the rest were consumed.
+    mutating func insertCertainSync() {
+        var index = self.entries.count
+        while index > self.head, self.entries[index - 1] == .sync(certain: false) { index -= 1 }
+        self.entries.insert(.sync(certain: true), at: index)
     }
 }

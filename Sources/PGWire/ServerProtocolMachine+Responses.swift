@@ -57,7 +57,7 @@ extension ServerProtocolMachine {
         case .copyOut, .copyOutDone:
             self.mode = .normal
         case .normal:
-            break
+            self.dropConsumedSyncs()
         }
         guard let entry = self.first else { return self.doubtful("an error with nothing owed") }
         switch entry {
@@ -92,10 +92,10 @@ extension ServerProtocolMachine {
         case .execute, .close:
             self.pop()
             return self.skipUntilSync() ?? .forward
-        case .evict(let id):
+        case .evict(let id, let confirmed):
             // The Close failed: the statement stays.
             self.pop()
-            self.restore(id)
+            self.restore(id, confirmed: confirmed)
             return self.skipUntilSync() ?? .forward
         case .copyData, .copyDone, .copyFail, .answer, .fence:
             return self.doubtful("an error where the server owed nothing that can fail")
@@ -113,7 +113,7 @@ extension ServerProtocolMachine {
         case .copyOutDone:
             self.mode = .normal
         case .normal:
-            break
+            self.dropConsumedSyncs()
         }
         switch self.first {
         case .query?:
@@ -152,6 +152,7 @@ extension ServerProtocolMachine {
         case .normal:
             break
         }
+        self.dropConsumedSyncs()
         guard let entry = self.first else {
             return self.doubtful("message type \(Self.name(type)) with nothing owed")
         }
@@ -159,6 +160,11 @@ extension ServerProtocolMachine {
         case (Server.parseComplete, .parse(let kind)):
             if case .duplicate = kind { return self.doubtful("the server accepted a Parse of a name it already had") }
             self.pop()
+            switch kind {
+            case .client(let statement, _): if let statement { self.confirm(statement) }
+            case .agent(let statement): self.confirm(statement)
+            case .duplicate: break
+            }
             if case .client(_, let intent?) = kind { self.events.append(.intent(intent, done: true)) }
             self.settle()
             if case .agent = kind { return .swallow }
@@ -188,14 +194,6 @@ extension ServerProtocolMachine {
         case (Server.emptyQueryResponse, .fence(answered: false)):
             self.entries[self.head] = .fence(answered: true)
             return .swallow
-        case (Server.emptyQueryResponse, .sync):
-            // Before a fence: the Syncs still owed were consumed by the failed COPY.
-            while let entry = self.first, entry.isUnansweredAfterFailedCopy { self.pop() }
-            guard self.first == .fence(answered: false) else {
-                return self.doubtful("EmptyQueryResponse where a Sync was owed")
-            }
-            self.entries[self.head] = .fence(answered: true)
-            return .swallow
         default:
             return self.doubtful("message type \(Self.name(type)) where \(entry) was owed")
         }
@@ -215,8 +213,8 @@ extension ServerProtocolMachine {
                 self.prepared.removeValue(forKey: statement)
             case .parse(.duplicate(let intent)), .answer(_, let intent):
                 self.events.append(.intent(intent, done: false))
-            case .evict(let id):
-                self.restore(id)
+            case .evict(let id, let confirmed):
+                self.restore(id, confirmed: confirmed)
             case .agentQuery, .fence:
                 return self.doubtful("the agent's own query was skipped after a client's error")
             case .query, .bind, .describe, .execute, .close, .copyData, .copyDone, .copyFail:
@@ -228,10 +226,15 @@ extension ServerProtocolMachine {
         return nil
     }
 
-    /// A statement whose Close the server skipped or refused is still there.
-    private mutating func restore(_ id: Int) {
+    /// A statement whose Close the server skipped or refused is still there, if its Parse had been answered;
+    /// if not, whether it exists depends on that Parse, and the server's statements are in doubt.
+    private mutating func restore(_ id: Int, confirmed: Bool) {
+        guard confirmed else {
+            self.statementsInDoubt = true
+            return
+        }
         self.statementClock += 1
-        self.prepared[id] = self.statementClock
+        self.prepared[id] = Prepared(lastUse: self.statementClock, pendingSince: nil)
     }
 
     static func name(_ type: UInt8) -> String {

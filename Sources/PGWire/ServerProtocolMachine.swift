@@ -26,8 +26,9 @@ public struct ServerProtocolMachine: Sendable {
         case execute
         /// The client's Close of a portal or of the unnamed statement.
         case close
-        /// The agent's Close of its statement `id`, evicted from this server: swallowed.
-        case evict(Int)
+        /// The agent's Close of its statement `id`, evicted from this server: swallowed. `confirmed`: its
+        /// Parse had been answered, so a skipped Close leaves it in place.
+        case evict(Int, confirmed: Bool)
         /// Sync. Not `certain` when a failed COPY may have consumed it: its ReadyForQuery may never come.
         case sync(certain: Bool)
         /// CopyData (one entry for a run of them), CopyDone and CopyFail: nothing answers them outside COPY.
@@ -68,6 +69,9 @@ public struct ServerProtocolMachine: Sendable {
     public enum Event: Equatable, Sendable {
         /// Write this response (ParseComplete or CloseComplete) to the client, after the message just handled.
         case answer(UInt8)
+        /// Write this response to the client before the message just handled: the message showed that
+        /// uncertain Syncs in front of the answer were consumed.
+        case answerFirst(UInt8)
         /// The client's statement change `intent` happened (`done`) or the server skipped or refused it.
         case intent(Int, done: Bool)
         /// The agent's query has its ReadyForQuery.
@@ -136,8 +140,24 @@ public struct ServerProtocolMachine: Sendable {
     /// What the messages handled so far made due, in order; `takeEvents` empties it.
     public internal(set) var events: [Event] = []
 
-    /// The agent's statements on this server, with their last use for the LRU.
-    @usableFromInline var prepared: [Int: UInt64] = [:]
+    /// One of the agent's statements on this server.
+    @usableFromInline struct Prepared: Sendable {
+        /// Last use, for the LRU.
+        var lastUse: UInt64
+        /// The server's Sync count when its Parse went out, until the server answers it.
+        var pendingSince: Int?
+    }
+
+    /// Whether a statement exists on this server, as a message about to be sent must see it.
+    public enum Presence: Equatable, Sendable {
+        case present
+        case absent
+        /// Its Parse, behind an earlier Sync, is not answered yet: it may fail.
+        case unresolved
+    }
+
+    /// The agent's statements on this server.
+    @usableFromInline var prepared: [Int: Prepared] = [:]
     @usableFromInline var statementClock: UInt64 = 0
     /// Most statements kept on this server; the least recently used is closed to make room.
     public let statementLimit: Int
@@ -190,7 +210,7 @@ public struct ServerProtocolMachine: Sendable {
                 self.fenceOwed = false
                 self.unsynced = false
                 self.syncsSent += 1
-                self.entries.append(.sync(certain: true))
+                self.insertCertainSync()
                 self.entries.append(.fence(answered: false))
                 return .recordedThenFence
             default:
@@ -222,30 +242,40 @@ public struct ServerProtocolMachine: Sendable {
 
     // MARK: Statements on this server
 
-    /// True, and marked as just used, when the agent's statement `id` exists on this server.
-    public mutating func hasStatement(_ id: Int) -> Bool {
-        guard self.prepared[id] != nil else { return false }
+    /// Whether the agent's statement `id` exists on this server for a message sent now; marked as just used
+    /// when present. A Parse in flight counts as done for messages behind the same Sync: if it fails, the
+    /// server skips them too.
+    public mutating func presence(of id: Int) -> Presence {
+        guard var statement = self.prepared[id] else { return .absent }
+        if let since = statement.pendingSince, since != self.syncsSent { return .unresolved }
         self.statementClock += 1
-        self.prepared[id] = self.statementClock
-        return true
+        statement.lastUse = self.statementClock
+        self.prepared[id] = statement
+        return .present
     }
 
     public var preparedCount: Int { self.prepared.count }
 
-    /// True when the agent's statement `id` exists on this server, without marking it used.
+    /// True when the agent's statement `id` exists on this server or is being prepared, without marking it.
     public func holds(_ id: Int) -> Bool { self.prepared[id] != nil }
 
-    /// Notes that the agent's statement `id` is being prepared here; returns the least recently used one to
-    /// close first when the server already holds `statementLimit` of them.
-    public mutating func prepare(_ id: Int) -> Int? {
-        var evicted: Int? = nil
-        if self.prepared.count >= self.statementLimit, let oldest = self.prepared.min(by: { $0.value < $1.value })?.key {
-            self.prepared.removeValue(forKey: oldest)
-            evicted = oldest
+    /// Notes that the agent's statement `id` is being prepared here (its Parse goes out next); returns the
+    /// least recently used one to close first, with whether its own Parse had been answered, when the server
+    /// already holds `statementLimit` of them.
+    public mutating func prepare(_ id: Int) -> (id: Int, confirmed: Bool)? {
+        var evicted: (id: Int, confirmed: Bool)? = nil
+        if self.prepared.count >= self.statementLimit, let oldest = self.prepared.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+            self.prepared.removeValue(forKey: oldest.key)
+            evicted = (oldest.key, oldest.value.pendingSince == nil)
         }
         self.statementClock += 1
-        self.prepared[id] = self.statementClock
+        self.prepared[id] = Prepared(lastUse: self.statementClock, pendingSince: self.syncsSent)
         return evicted
+    }
+
+    /// The server answered the Parse of statement `id`.
+    mutating func confirm(_ id: Int) {
+        self.prepared[id]?.pendingSince = nil
     }
 
     /// The agent ran DEALLOCATE ALL (and UNLISTEN *): the server holds none of its statements.
@@ -303,13 +333,13 @@ public struct ServerProtocolMachine: Sendable {
         }
     }
 
-    /// After the head was answered: answers now due are handed out, and COPY messages the server reads
-    /// in its main loop (where it ignores them) are dropped.
-    mutating func settle() {
+    /// After the head was answered: answers now due are handed out (`first`: before the message being
+    /// handled), and COPY messages the server reads in its main loop (where it ignores them) are dropped.
+    mutating func settle(first: Bool = false) {
         while let entry = self.first {
             switch entry {
             case .answer(let type, let intent):
-                self.events.append(.answer(type))
+                self.events.append(first ? .answerFirst(type) : .answer(type))
                 self.events.append(.intent(intent, done: true))
             case .copyData, .copyDone, .copyFail:
                 guard self.mode == .normal else { return }

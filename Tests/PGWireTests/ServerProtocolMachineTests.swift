@@ -347,6 +347,30 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         #expect(machine.holds(1))
     }
 
+    @Test func aStatementWhoseParseIsInFlightBehindASyncIsUnresolved() {
+        var machine = Machine(statementLimit: 4)
+        _ = machine.prepare(4)
+        machine.play([.sent(.parse(.client(statement: 4, intent: 1)))])
+        #expect(machine.presence(of: 4) == .present, "behind the same Sync: skipped with it if the Parse fails")
+        machine.play([.sent(.sync(certain: true))])
+        #expect(machine.presence(of: 4) == .unresolved, "behind a Sync the Parse could have failed")
+        machine.play([parseComplete, .events([.intent(1, done: true)]), .ready()])
+        #expect(machine.presence(of: 4) == .present)
+    }
+
+    @Test func aSkippedCloseOfAStatementStillBeingPreparedLeavesTheStatementsInDoubt() {
+        var machine = Machine(statementLimit: 1)
+        _ = machine.prepare(1)
+        let evicted = machine.prepare(2)
+        #expect(evicted?.id == 1 && evicted?.confirmed == false)
+        machine.play([
+            .sent(.parse(.agent(statement: 1))), .sent(.evict(1, confirmed: false)), .sent(.parse(.agent(statement: 2))),
+            .sent(.sync(certain: true)), .error(), .ready(),
+        ])
+        #expect(!machine.holds(1) && !machine.holds(2))
+        #expect(machine.statementsInDoubt)
+    }
+
     @Test func aRejectedParseLeavesNoStatementBehind() {
         var machine = Machine(statementLimit: 2)
         _ = machine.prepare(4)
@@ -359,13 +383,17 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
 
     @Test func theLeastRecentlyUsedStatementIsEvictedAndRestoredWhenItsCloseIsSkipped() {
         var machine = Machine(statementLimit: 2)
+        machine.play([
+            .sent(.parse(.agent(statement: 1))), .sent(.parse(.agent(statement: 2))), .sent(.sync(certain: true)),
+        ])
         _ = machine.prepare(1)
         _ = machine.prepare(2)
-        #expect(machine.hasStatement(1) == true)
+        machine.play([.server(Server.parseComplete, .swallow), .server(Server.parseComplete, .swallow), .ready()])
+        #expect(machine.presence(of: 1) == .present)
         let evicted = machine.prepare(3)
-        #expect(evicted == 2)
+        #expect(evicted?.id == 2 && evicted?.confirmed == true)
         machine.play([
-            .sent(unnamedParse), .sent(.evict(2)), .sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)),
+            .sent(unnamedParse), .sent(.evict(2, confirmed: true)), .sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)),
             .error(), .ready(),
         ])
         #expect(machine.holds(2), "its Close was skipped")

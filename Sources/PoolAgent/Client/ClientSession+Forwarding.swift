@@ -57,16 +57,24 @@ extension ClientSession {
         func ensureRoom(for id: Int) -> Bool {
             guard let evicted = server.prepareStatement(id) else { return true }
             var out = server.allocator.buffer(capacity: 64)
-            TargetMessage(kind: TargetMessage.statement, name: pool.statements.serverName(evicted))
+            TargetMessage(kind: TargetMessage.statement, name: pool.statements.serverName(evicted.id))
                 .encode(into: &out, type: FrontendMessageID.close)
-            guard record(.evict(evicted)) else { return false }
+            guard record(.evict(evicted.id, confirmed: evicted.confirmed)) else { return false }
             server.write(out)
             return true
         }
-
-        /// Makes sure the server has statement `id`, sending the agent's Parse (and an LRU Close) if not.
-        func ensure(_ id: Int) -> Bool {
-            if server.hasStatement(id) { return true }
+        /// Makes sure the server has statement `id` for the message at `start`, sending the agent's Parse (and
+        /// an LRU Close) if not; false when forwarding stops (`ending` says why).
+        func ensure(_ id: Int, for start: Int) -> Bool {
+            switch server.presence(of: id) {
+            case .present:
+                return true
+            case .unresolved:
+                ending = .stall(start)
+                return false
+            case .absent:
+                break
+            }
             guard let parse = pool.statements.parse(id) else {
                 ending = .serverInDoubt("a statement the client holds is gone from the pool's registry")
                 return false
@@ -129,7 +137,7 @@ extension ClientSession {
                         case .exists(let id):
                             // PostgreSQL parses the text, then refuses the name (42P05): so does the server.
                             replace(from: start)
-                            guard ensure(id) else { break scan }
+                            guard ensure(id, for: start) else { break scan }
                             let intent = self.statements.add(.duplicate(name: parse.statement, statement: id), syncs: server.syncsSent)
                             var duplicate = parse
                             duplicate.statement = pool.statements.serverName(id)
@@ -146,9 +154,16 @@ extension ClientSession {
                                 ending = .limit(.fatal("53200", "out of memory for prepared statements: pool \"\(pool.name)\" holds \(pool.statements.bytes) bytes of statement text, its statement_budget is \(pool.statements.budget)"))
                                 break scan
                             }
+                            let presence = server.presence(of: id)
+                            if presence == .unresolved {
+                                pool.statements.release(id)
+                                passRun(until: start)
+                                ending = .stall(start)
+                                break scan
+                            }
                             replace(from: start)
                             let intent = self.statements.add(.parse(name: parse.statement, statement: id), syncs: server.syncsSent)
-                            if server.hasStatement(id) {
+                            if presence == .present {
                                 guard record(.answer(type: BackendMessageID.parseComplete, intent: intent)) else { break scan }
                             } else {
                                 guard ensureRoom(for: id), let serverParse = pool.statements.parse(id) else {
@@ -178,7 +193,7 @@ extension ClientSession {
                             guard record(.bind) else { break scan }
                         case .exists(let id):
                             replace(from: start)
-                            guard ensure(id) else { break scan }
+                            guard ensure(id, for: start) else { break scan }
                             bind.statement = pool.statements.serverName(id)
                             var out = server.allocator.buffer(capacity: bind.rest.readableBytes + 64)
                             bind.encode(into: &out)
@@ -201,7 +216,7 @@ extension ClientSession {
                             guard record(.describe) else { break scan }
                         case .exists(let id):
                             replace(from: start)
-                            guard ensure(id) else { break scan }
+                            guard ensure(id, for: start) else { break scan }
                             describe.name = pool.statements.serverName(id)
                             var out = server.allocator.buffer(capacity: describe.name.utf8.count + 8)
                             describe.encode(into: &out, type: FrontendMessageID.describe)

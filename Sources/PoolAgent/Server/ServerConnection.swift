@@ -258,10 +258,11 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     }
 
     /// True, and marked as just used, when the agent's statement `id` exists on this server.
-    func hasStatement(_ id: Int) -> Bool { self.machine.hasStatement(id) }
+    /// Whether statement `id` exists here for a message sent now (see `ServerProtocolMachine.presence`).
+    func presence(of id: Int) -> ServerProtocolMachine.Presence { self.machine.presence(of: id) }
 
     /// Notes that statement `id` is being prepared here; returns one to close first to make room.
-    func prepareStatement(_ id: Int) -> Int? { self.machine.prepare(id) }
+    func prepareStatement(_ id: Int) -> (id: Int, confirmed: Bool)? { self.machine.prepare(id) }
 
     var preparedCount: Int { self.machine.preparedCount }
     var skippingUntilSync: Bool { self.machine.skippingUntilSync }
@@ -321,17 +322,54 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                     default:
                         reaction = self.machine.message(type)
                     }
+                    // Renamed before the events resolve the duplicate's intent.
+                    var renamed: ByteBuffer? = nil
+                    if case .rewriteDuplicate(let intent) = reaction, let client {
+                        renamed = client.renamingDuplicate(intent, in: captured!.slice(of: buffer), allocator: self.allocator)
+                    }
+                    var answersFirst = SynthesizedResponses()
+                    var answers = SynthesizedResponses()
+                    if self.machine.hasEvents {
+                        for event in self.machine.takeEvents() {
+                            switch event {
+                            case .answer(let type):
+                                answers.append(type)
+                            case .answerFirst(let type):
+                                answersFirst.append(type)
+                            case .intent(let id, let done):
+                                guard client?.intentResolved(id, done: done) ?? true else {
+                                    self.close(reason: "protocol state in doubt: a statement answer out of step with the client's")
+                                    return
+                                }
+                            case .agentQueryDone:
+                                if var query = self.internalQuery {
+                                    query.remaining -= 1
+                                    self.internalQuery = query
+                                    internalDone = query.remaining == 0
+                                }
+                            case .clientStatementsDropped:
+                                client?.statementsDropped()
+                            case .sendFence:
+                                fence = true
+                            }
+                        }
+                    }
+                    if let client, !answersFirst.isEmpty {
+                        if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
+                        runStart = start
+                        client.writeFromServer(answersFirst.encoded(allocator: self.allocator))
+                    }
                     switch reaction {
                     case .forward:
                         break
                     case .swallow:
                         if let client, start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
                         runStart = cursor
-                    case .rewriteDuplicate(let intent):
-                        if let client {
+                    case .rewriteDuplicate:
+                        if let client, let renamed {
                             if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
                             runStart = cursor
-                            client.writeFromServer(client.renamingDuplicate(intent, in: captured!.slice(of: buffer), allocator: self.allocator))
+                            client.writeFromServer(renamed)
                         }
                     case .close(let reason):
                         if let client {
@@ -340,29 +378,6 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                         }
                         self.close(reason: "protocol state in doubt: \(reason)")
                         return
-                    }
-                    guard self.machine.hasEvents else { continue }
-                    var answers = SynthesizedResponses()
-                    for event in self.machine.takeEvents() {
-                        switch event {
-                        case .answer(let type):
-                            answers.append(type)
-                        case .intent(let id, let done):
-                            guard client?.intentResolved(id, done: done) ?? true else {
-                                self.close(reason: "protocol state in doubt: a statement answer out of step with the client's")
-                                return
-                            }
-                        case .agentQueryDone:
-                            if var query = self.internalQuery {
-                                query.remaining -= 1
-                                self.internalQuery = query
-                                internalDone = query.remaining == 0
-                            }
-                        case .clientStatementsDropped:
-                            client?.statementsDropped()
-                        case .sendFence:
-                            fence = true
-                        }
                     }
                     if let client, !answers.isEmpty {
                         if cursor > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: cursor - runStart)!) }
