@@ -97,6 +97,9 @@ extension ServerProtocolMachine {
             self.pop()
             self.restore(id, confirmed: confirmed)
             return self.skipUntilSync() ?? .forward
+        case .replace(let id):
+            self.pop()
+            return self.skipUntilSync(keeping: [id]) ?? .forward
         case .copyData, .copyDone, .copyFail, .answer, .fence:
             return self.doubtful("an error where the server owed nothing that can fail")
         }
@@ -174,7 +177,7 @@ extension ServerProtocolMachine {
             self.pop()
             self.settle()
             return .forward
-        case (Server.closeComplete, .evict):
+        case (Server.closeComplete, .evict), (Server.closeComplete, .replace):
             self.pop()
             self.settle()
             return .swallow
@@ -200,14 +203,24 @@ extension ServerProtocolMachine {
     }
 
     /// After an extended-protocol error: the server discards everything up to the next Sync. What the
-    /// discarded entries stood for is undone. Returns a reaction only when the machine falls into doubt.
-    mutating func skipUntilSync() -> Reaction? {
+    /// discarded entries stood for is undone; a statement whose Close before a new Parse is discarded too
+    /// (or failed: `keeping`) stays as it was. Returns a reaction only when the machine falls into doubt.
+    mutating func skipUntilSync(keeping: Set<Int> = []) -> Reaction? {
+        var kept = keeping
         while let entry = self.first {
             switch entry {
             case .sync:
                 return nil
+            case .replace(let id):
+                kept.insert(id)
             case .parse(.client(let statement, let intent)):
-                if let statement { self.prepared.removeValue(forKey: statement) }
+                if let statement {
+                    if kept.contains(statement) {
+                        self.restore(statement, confirmed: true)
+                    } else {
+                        self.prepared.removeValue(forKey: statement)
+                    }
+                }
                 if let intent { self.events.append(.intent(intent, done: false)) }
             case .parse(.agent(let statement)):
                 self.prepared.removeValue(forKey: statement)
@@ -228,7 +241,7 @@ extension ServerProtocolMachine {
 
     /// A statement whose Close the server skipped or refused is still there, if its Parse had been answered;
     /// if not, whether it exists depends on that Parse, and the server's statements are in doubt.
-    private mutating func restore(_ id: Int, confirmed: Bool) {
+    mutating func restore(_ id: Int, confirmed: Bool) {
         guard confirmed else {
             self.statementsInDoubt = true
             return

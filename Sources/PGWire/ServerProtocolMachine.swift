@@ -29,6 +29,9 @@ public struct ServerProtocolMachine: Sendable {
         /// The agent's Close of its statement `id`, evicted from this server: swallowed. `confirmed`: its
         /// Parse had been answered, so a skipped Close leaves it in place.
         case evict(Int, confirmed: Bool)
+        /// The agent's Close of its statement `id` right before the client's Parse of it creates it anew, so
+        /// the server parses the client's text as PostgreSQL would (it may refuse it): swallowed.
+        case replace(Int)
         /// Sync. Not `certain` when a failed COPY may have consumed it: its ReadyForQuery may never come.
         case sync(certain: Bool)
         /// CopyData (one entry for a run of them), CopyDone and CopyFail: nothing answers them outside COPY.
@@ -231,7 +234,7 @@ public struct ServerProtocolMachine: Sendable {
             self.unsynced = false
         case .query:
             self.unsynced = false
-        case .parse, .bind, .describe, .execute, .close, .evict:
+        case .parse, .bind, .describe, .execute, .close, .evict, .replace:
             self.unsynced = true
         case .agentQuery, .fence:
             break
@@ -271,6 +274,12 @@ public struct ServerProtocolMachine: Sendable {
         self.statementClock += 1
         self.prepared[id] = Prepared(lastUse: self.statementClock, pendingSince: self.syncsSent)
         return evicted
+    }
+
+    /// Notes that the agent's statement `id`, present here, is closed and parsed again (see `Pending.replace`).
+    public mutating func reprepare(_ id: Int) {
+        self.statementClock += 1
+        self.prepared[id] = Prepared(lastUse: self.statementClock, pendingSince: self.syncsSent)
     }
 
     /// The server answered the Parse of statement `id`.

@@ -371,6 +371,28 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         #expect(machine.statementsInDoubt)
     }
 
+    @Test func aStatementParsedAnewIsGoneIfTheServerRefusesTheParseAndKeptIfBothAreSkipped() {
+        // Refused (say inside a failed transaction): the Close went through, the statement is gone.
+        var machine = Machine(statementLimit: 4)
+        _ = machine.prepare(3)
+        machine.play([.sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)), .server(Server.parseComplete, .swallow), .ready()])
+        machine.reprepare(3)
+        machine.play([
+            .sent(.replace(3)), .sent(.parse(.client(statement: 3, intent: 1))), .sent(.sync(certain: true)),
+            .server(Server.closeComplete, .swallow), .error(sqlState: "25P02"), .events([.intent(1, done: false)]), .ready(.failedTransaction),
+        ])
+        #expect(!machine.holds(3))
+        // Skipped with the Close after an earlier error: the statement is as it was.
+        _ = machine.prepare(3)
+        machine.play([.sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)), .server(Server.parseComplete, .swallow), .ready()])
+        machine.reprepare(3)
+        machine.play([
+            .sent(.bind), .sent(.replace(3)), .sent(.parse(.client(statement: 3, intent: 2))), .sent(.sync(certain: true)),
+            .error(), .events([.intent(2, done: false)]), .ready(),
+        ])
+        #expect(machine.presence(of: 3) == .present)
+    }
+
     @Test func aRejectedParseLeavesNoStatementBehind() {
         var machine = Machine(statementLimit: 2)
         _ = machine.prepare(4)

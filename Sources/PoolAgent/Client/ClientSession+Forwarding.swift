@@ -163,18 +163,24 @@ extension ClientSession {
                             }
                             replace(from: start)
                             let intent = self.statements.add(.parse(name: parse.statement, statement: id), syncs: server.syncsSent)
+                            var out = server.allocator.buffer(capacity: parse.queryBytes.count + 64)
                             if presence == .present {
-                                guard record(.answer(type: BackendMessageID.parseComplete, intent: intent)) else { break scan }
+                                // The server parses the client's text anyway, as PostgreSQL would (it refuses it
+                                // inside a failed transaction): the shared statement is closed and made anew.
+                                server.reprepareStatement(id)
+                                TargetMessage(kind: TargetMessage.statement, name: pool.statements.serverName(id))
+                                    .encode(into: &out, type: FrontendMessageID.close)
+                                guard record(.replace(id)) else { break scan }
                             } else {
-                                guard ensureRoom(for: id), let serverParse = pool.statements.parse(id) else {
-                                    if ending == nil { ending = .serverInDoubt("a statement just retained is missing") }
-                                    break scan
-                                }
-                                var out = server.allocator.buffer(capacity: parse.queryBytes.count + 64)
-                                serverParse.encode(into: &out)
-                                guard record(.parse(.client(statement: id, intent: intent))) else { break scan }
-                                server.write(out)
+                                guard ensureRoom(for: id) else { break scan }
                             }
+                            guard let serverParse = pool.statements.parse(id) else {
+                                ending = .serverInDoubt("a statement just retained is missing")
+                                break scan
+                            }
+                            serverParse.encode(into: &out)
+                            guard record(.parse(.client(statement: id, intent: intent))) else { break scan }
+                            server.write(out)
                         }
                     case FrontendMessageID.bind:
                         var body = captured?.slice(of: buffer)

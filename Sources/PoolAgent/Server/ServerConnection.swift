@@ -261,6 +261,9 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     /// Whether statement `id` exists here for a message sent now (see `ServerProtocolMachine.presence`).
     func presence(of id: Int) -> ServerProtocolMachine.Presence { self.machine.presence(of: id) }
 
+    /// Notes that statement `id`, present here, is closed and parsed again for a client's Parse.
+    func reprepareStatement(_ id: Int) { self.machine.reprepare(id) }
+
     /// Notes that statement `id` is being prepared here; returns one to close first to make room.
     func prepareStatement(_ id: Int) -> (id: Int, confirmed: Bool)? { self.machine.prepare(id) }
 
