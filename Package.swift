@@ -9,13 +9,16 @@ let strict: [SwiftSetting] = [
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
 ]
 
+// Linux only: the agent's loop is built on epoll and io_uring (Sources/CPoolIO), and server connections on libpq.
 let package = Package(
     name: "poolagent",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "poolagent", targets: ["poolagent"]),
         .executable(name: "poolctl", targets: ["poolctl"]),
         .library(name: "PoolAgent", targets: ["PoolAgent"]),
+        // For the parser fuzz targets in Tests/Fuzz/Parsers.
+        .library(name: "PGWire", targets: ["PGWire"]),
+        .library(name: "ControlRPC", targets: ["ControlRPC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

@@ -15,6 +15,8 @@ public struct ClientStatements: Sendable {
         case close(name: String)
         /// A Parse of a name the client already has; the server refuses it (42P05) and nothing changes.
         case duplicate(name: String, statement: Int)
+        /// A simple Query: it may DEALLOCATE ALL or DISCARD ALL, so no name means anything until it is done.
+        case barrier
     }
 
     public enum Lookup: Equatable, Sendable {
@@ -42,11 +44,17 @@ public struct ClientStatements: Sendable {
 
     /// Names held plus Parses in flight: what counts against the client's limit.
     public private(set) var count = 0
+    /// Queries in flight that every name waits for.
+    private var barriers = 0
 
     public var isSettled: Bool { self.intentHead == self.intents.count }
 
+    /// No name held and nothing in flight.
+    public var isEmpty: Bool { self.committed.isEmpty && self.isSettled }
+
     /// What `name` means to a message sent while the server's Sync count is `syncs`.
     public func lookup(_ name: String, syncs: Int) -> Lookup {
+        if self.barriers > 0 { return .unresolved }
         if let id = self.newest[name], let intent = self.intent(id) {
             guard intent.syncs == syncs else { return .unresolved }
             if case .parse(_, let statement) = intent.change { return .exists(statement) }
@@ -68,6 +76,8 @@ public struct ClientStatements: Sendable {
             self.newest[name] = id
         case .duplicate:
             break
+        case .barrier:
+            self.barriers += 1
         }
         return id
     }
@@ -109,6 +119,8 @@ public struct ClientStatements: Sendable {
             }
         case .duplicate:
             break
+        case .barrier:
+            self.barriers -= 1
         }
         return released
     }
@@ -132,6 +144,7 @@ public struct ClientStatements: Sendable {
         self.intentHead = 0
         self.newest.removeAll()
         self.count = 0
+        self.barriers = 0
         return released
     }
 

@@ -5,13 +5,14 @@ extension ServerProtocolMachine {
     /// Execute up to the first CopyDone, ignoring Syncs (and Flushes) on the way, as `CopyGetData` does.
     /// Anything else on the way would have failed the COPY instead. Returns a reaction only in doubt.
     mutating func copyInCompleted() -> Reaction? {
-        var index = self.head + 1
+        let regionStart = self.copyInputStart
+        var index = regionStart
         while index < self.entries.count {
             switch self.entries[index] {
             case .sync, .copyData:
                 index += 1
             case .copyDone:
-                self.entries.removeSubrange((self.head + 1)...index)
+                self.entries.removeSubrange(regionStart...index)
                 self.mode = .normal
                 return nil
             default:
@@ -29,7 +30,8 @@ extension ServerProtocolMachine {
     /// ReadyForQuery shows the rest were consumed, and where nothing else would come, an empty Query after
     /// them (the fence) does. Another request inside the COPY's input cannot be placed: the machine is in doubt.
     mutating func copyInFailed() -> Reaction {
-        var index = self.head + 1
+        let regionStart = self.copyInputStart
+        var index = regionStart
         var uncertain = 0
         var end = self.entries.count
         scan: while index < self.entries.count {
@@ -46,7 +48,7 @@ extension ServerProtocolMachine {
             }
             index += 1
         }
-        self.entries.removeSubrange((self.head + 1)..<end)
+        self.entries.removeSubrange(regionStart..<end)
         self.mode = .normal
         // A failed Execute makes the server skip until a Sync it reads in its main loop; a failed Query
         // still owes its ReadyForQuery.
@@ -57,7 +59,7 @@ extension ServerProtocolMachine {
             return .forward
         }
         // The Syncs and COPY messages sent behind the COPY's input: the zone the uncertain Syncs join.
-        let zoneStart = extended ? self.head : self.head + 1
+        let zoneStart = extended ? self.head : regionStart
         var zoneEnd = zoneStart
         var certain = 0
         zone: while zoneEnd < self.entries.count {
@@ -78,7 +80,7 @@ extension ServerProtocolMachine {
         var passedAnswers = false
         after: for entry in self.entries[zoneEnd...] {
             switch entry {
-            case .answer: passedAnswers = true
+            case .answer, .barrier: passedAnswers = true
             case .copyData, .copyDone, .copyFail: break
             case .sync where passedAnswers:
                 return self.doubtful("an answer between Syncs whose ReadyForQuery cannot be told apart after a failed COPY")
@@ -101,6 +103,13 @@ extension ServerProtocolMachine {
             }
         }
         return .forward
+    }
+
+    /// Where the messages the COPY reads as input begin: after its Query or Execute, and after the barrier
+    /// that belongs to a Query.
+    private var copyInputStart: Int {
+        if case .barrier? = self.entries.dropFirst(self.head + 1).first { return self.head + 2 }
+        return self.head + 1
     }
 
     /// A server message other than ReadyForQuery while uncertain Syncs are at the head: the failed COPY

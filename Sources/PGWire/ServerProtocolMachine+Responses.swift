@@ -100,7 +100,7 @@ extension ServerProtocolMachine {
         case .replace(let id):
             self.pop()
             return self.skipUntilSync(keeping: [id]) ?? .forward
-        case .copyData, .copyDone, .copyFail, .answer, .fence:
+        case .copyData, .copyDone, .copyFail, .answer, .barrier, .fence:
             return self.doubtful("an error where the server owed nothing that can fail")
         }
     }
@@ -224,7 +224,7 @@ extension ServerProtocolMachine {
                 if let intent { self.events.append(.intent(intent, done: false)) }
             case .parse(.agent(let statement)):
                 self.prepared.removeValue(forKey: statement)
-            case .parse(.duplicate(let intent)), .answer(_, let intent):
+            case .parse(.duplicate(let intent)), .answer(_, let intent), .barrier(let intent):
                 self.events.append(.intent(intent, done: false))
             case .evict(let id, let confirmed):
                 self.restore(id, confirmed: confirmed)

@@ -41,6 +41,9 @@ public struct ServerProtocolMachine: Sendable {
         /// A ParseComplete or CloseComplete the agent writes itself once everything before it is through;
         /// `intent` is the client's statement change it stands for.
         case answer(type: UInt8, intent: Int)
+        /// Behind a client's Query: done once everything before it is through (a DEALLOCATE ALL in the Query
+        /// has dropped the client's statements by then). Nothing is sent or written for it.
+        case barrier(intent: Int)
         /// The agent's empty Query after a failed COPY left the number of consumed Syncs open: everything
         /// before its EmptyQueryResponse is the client's, then it and its ReadyForQuery are swallowed.
         case fence(answered: Bool)
@@ -236,7 +239,7 @@ public struct ServerProtocolMachine: Sendable {
             self.unsynced = false
         case .parse, .bind, .describe, .execute, .close, .evict, .replace:
             self.unsynced = true
-        case .agentQuery, .fence:
+        case .agentQuery, .fence, .barrier:
             break
         }
         self.entries.append(pending)
@@ -349,6 +352,8 @@ public struct ServerProtocolMachine: Sendable {
             switch entry {
             case .answer(let type, let intent):
                 self.events.append(first ? .answerFirst(type) : .answer(type))
+                self.events.append(.intent(intent, done: true))
+            case .barrier(let intent):
                 self.events.append(.intent(intent, done: true))
             case .copyData, .copyDone, .copyFail:
                 guard self.mode == .normal else { return }

@@ -82,4 +82,15 @@ import Testing
         #expect(names.count == 0)
         #expect(names.lookup("a", syncs: 1) == .absent)
     }
+
+    @Test func namesWaitForAQueryThatMayDropThemAll() {
+        var names = ClientStatements()
+        _ = names.resolve(names.add(.parse(name: "s", statement: 1), syncs: 0), done: true)
+        let barrier = names.add(.barrier, syncs: 0)
+        #expect(names.lookup("s", syncs: 0) == .unresolved, "the Query may be DEALLOCATE ALL")
+        #expect(names.dropCommitted() == [1])
+        #expect(names.resolve(barrier, done: true) == [])
+        #expect(names.lookup("s", syncs: 0) == .absent)
+        #expect(names.isEmpty)
+    }
 }

@@ -327,6 +327,28 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         #expect(outcome == .answerNow)
     }
 
+    @Test func aBarrierBehindAQueryIsDoneWithItsReadyForQuery() {
+        var machine = Machine()
+        machine.play([
+            .sent(.query), .sent(.barrier(intent: 4)), .complete(), .ready(), .events([.intent(4, done: true)]),
+        ])
+        #expect(machine.mayRelease)
+    }
+
+    @Test func aCopyReadsItsInputAfterTheBarrierOfItsQuery() {
+        var machine = Machine()
+        machine.play([
+            .sent(.query), .sent(.barrier(intent: 1)), copyIn, .sent(.copyData), .sent(.copyDone), .complete(),
+            .ready(), .events([.intent(1, done: true)]),
+        ])
+        #expect(machine.mayRelease)
+        machine.play([
+            .sent(.query), .sent(.barrier(intent: 2)), copyIn, .sent(.copyData), .error(sqlState: "22P02"),
+            .ready(), .events([.intent(2, done: true)]),
+        ])
+        #expect(machine.mayRelease)
+    }
+
     @Test func answersSkippedAfterAnErrorAreUndone() {
         var machine = Machine()
         machine.play([

@@ -104,6 +104,11 @@ extension ClientSession {
                     case FrontendMessageID.query, FrontendMessageID.functionCall:
                         server.requestStarted()
                         guard record(.query) else { break scan }
+                        if server.rewritesStatements && !self.statements.isEmpty {
+                            // Names sent behind it wait until it is done: it may drop them all.
+                            let intent = self.statements.add(.barrier, syncs: server.syncsSent)
+                            guard record(.barrier(intent: intent)) else { break scan }
+                        }
                     case FrontendMessageID.sync:
                         server.requestStarted()
                         guard record(.sync(certain: true)) else { break scan }

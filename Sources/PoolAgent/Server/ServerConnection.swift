@@ -435,7 +435,10 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         let tag = captured.slice(of: buffer).readableBytesView
         if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "DEALLOCATE ALL".utf8) {
             self.machine.commandTag(.statementsDropped)
-        } else if tag.starts(with: "DISCARD".utf8) || tag.starts(with: "DEALLOCATE".utf8) || tag.starts(with: "PREPARE".utf8) {
+        } else if tag.starts(with: "DISCARD".utf8) || tag.starts(with: "DEALLOCATE".utf8) || tag.starts(with: "PREPARE".utf8)
+            || tag.elementsEqual("DO\0".utf8)
+        {
+            // A DO block can run PREPARE and DEALLOCATE without their tags.
             self.machine.commandTag(.statementsChanged)
         } else if tag.starts(with: "LISTEN".utf8) {
             self.machine.commandTag(.listen)

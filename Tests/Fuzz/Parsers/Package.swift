@@ -1,0 +1,26 @@
+// swift-tools-version:6.0
+// libFuzzer targets for the parsers that read untrusted bytes. Built and run by scripts/fuzz --parsers
+// (with -sanitize=fuzzer,address); not part of the main package's build.
+import PackageDescription
+
+let package = Package(
+    name: "poolagent-fuzz",
+    dependencies: [
+        .package(path: "../../.."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .executableTarget(name: "FuzzStartupPacket", dependencies: [
+            .product(name: "PGWire", package: "poolagent"), .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "FuzzMessageScanner", dependencies: [
+            .product(name: "PGWire", package: "poolagent"), .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "FuzzSCRAM", dependencies: [
+            .product(name: "PoolAgent", package: "poolagent"), .product(name: "PGWire", package: "poolagent"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "FuzzRPCLine", dependencies: [.product(name: "ControlRPC", package: "poolagent")]),
+        .executableTarget(name: "FuzzAuthFile", dependencies: [.product(name: "PoolAgent", package: "poolagent")]),
+    ]
+)

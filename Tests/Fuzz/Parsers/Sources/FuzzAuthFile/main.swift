@@ -1,0 +1,11 @@
+// libFuzzer: the auth file (user names with passwords or SCRAM/md5 secrets), and one secret on its own.
+
+@testable import PoolAgent
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    _ = try? UserList.parse(text)
+    _ = StoredSecret.parse(text)
+    return 0
+}
