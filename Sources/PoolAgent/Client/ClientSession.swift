@@ -1,4 +1,4 @@
-// One client connection: the startup handshake, waiting for a server, then forwarding in session or transaction mode.
+// One client connection: its state from login to close, waiting for a server, and what it holds.
 
 import Logging
 import NIOCore
@@ -12,63 +12,52 @@ import Glibc
 
 /// The agent's side of one application connection.
 ///
-/// Startup packets are answered by the agent itself; once a server is assigned and the client's settings
-/// are applied to it, bytes flow both ways unparsed, scanned only for message boundaries, Terminate and
-/// the requests that await a ReadyForQuery.
+/// The login is a `LoginMachine` whose actions `ClientSession+Login` runs; once a server is assigned and the
+/// client's settings are applied to it, bytes flow both ways as slices (`ClientSession+Forwarding`), every
+/// message told to the server's protocol machine.
 final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined to the agent's event loop.
 
     enum State: String {
-        case startup, authenticating, waiting, syncing, active, closed
-    }
-
-    /// Where the password exchange stands while the state is `authenticating`.
-    enum PasswordExchange {
-        /// The secret is being looked up; nothing has been asked of the client yet.
-        case lookingUp
-        case scramInitial(ScramExchange)
-        case scramFinal(ScramExchange)
-        /// md5: the response that proves the password.
-        case md5(expected: [UInt8])
+        /// Logging in: `login` says where.
+        case startup
+        case waiting, syncing, active, closed
     }
 
     let id: Int
     /// The runtime outlives every session.
-    private unowned(unsafe) let runtime: AgentRuntime
+    unowned(unsafe) let runtime: AgentRuntime
     /// The client's socket; set by `start`.
-    private var transport: Transport!
+    private(set) var transport: Transport!
     /// The client came in on the Unix socket.
-    private var isUnixSocket = false
+    private(set) var isUnixSocket = false
     /// The client's IP address as bytes (4 or 16), for address rules.
-    private var remoteAddressBytes: [UInt8]?
-    private(set) var state: State = .startup
-    private var startupBuffer: ByteBuffer?
-    private var sslRequested = false
-    private var gssRequested = false
+    private(set) var remoteAddressBytes: [UInt8]?
+    var state: State = .startup
+    /// The login, until the client has joined its pool.
+    var login = LoginMachine(tlsOffered: false, tlsRequired: false)
     /// TLS was negotiated: everything after the SSLRequest is encrypted.
-    private(set) var tlsActive = false
+    var tlsActive: Bool { self.login.tlsActive }
     /// The certificate hash this connection's TLS uses, for SCRAM-SHA-256-PLUS.
-    private var serverEndPoint: [UInt8]?
-    private var exchange: PasswordExchange?
-    /// Bytes of the password exchange not yet read.
-    private var authInput: ByteBuffer?
-    private var startup: StartupMessage?
+    var serverEndPoint: [UInt8]?
+    /// The startup packet, once the login passed it.
+    var startup: StartupMessage?
     /// Bytes the client sent while it waits for a server; sent once it has one.
-    private var pendingInput: ByteBuffer?
-    private(set) var pool: Pool?
+    var pendingInput: ByteBuffer?
+    var pool: Pool?
     private(set) var server: ServerConnection?
-    private(set) var cancelKey: CancelRequest?
-    private var scanner = MessageScanner(captureTypes: MessageTypeSet([FrontendMessageID.terminate]))
+    var cancelKey: CancelRequest?
+    var scanner = MessageScanner(captureTypes: MessageTypeSet([FrontendMessageID.terminate]))
     /// Named prepared statements of this client (transaction mode), by the client's name.
     var statements = ClientStatements()
     /// Bytes from a message on that waits for the server's answer to an earlier one (see `forwardToServer`).
     private var stalledInput: ByteBuffer?
-    private var loginTimer: Scheduled<Void>?
+    var loginTimer: Scheduled<Void>?
     let connectedAt: Moment = .now
     /// The last time the client sent anything, for `client_idle_timeout` and `idle_in_transaction_timeout`.
     private(set) var lastActivity: Moment = .now
     private(set) var peer = "unknown"
     /// The peer without its port, for messages to the client.
-    private var peerHost = "unknown"
+    private(set) var peerHost = "unknown"
     private(set) var closeReason: String?
     /// The client broke the protocol; its server may hold a partial message.
     private var dirty = false
@@ -77,10 +66,10 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     /// The ParameterStatus values this client has been told, kept in force on whichever server it gets.
     private(set) var reported: [String: String] = [:]
     /// The client's settings from its startup packet (parameters and `options`).
-    private(set) var startupSettings: [(String, String)] = []
+    var startupSettings: [(String, String)] = []
     /// Equal for clients whose settings are equal: a server last used with the same key needs no sync.
     private(set) var settingsKey = 0
-    private var logger: Logger
+    var logger: Logger
 
     static let maximumPendingInput = 1 << 20
     /// Transaction mode holds Parse and Bind whole to rewrite statement names; larger ones are refused.
@@ -110,9 +99,14 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             self.peer = self.peerHost
         }
         self.runtime.clientOpened(self)
+        let auth = self.runtime.authenticator
+        self.login = LoginMachine(
+            tlsOffered: !unix && auth.tlsMode != .disable && auth.tlsContext != nil,
+            tlsRequired: !unix && auth.tlsMode == .require
+        )
         self.loginTimer = transport.loop.scheduleTask(in: self.runtime.configuration.loginTimeout.timeAmount) { [self] in
-            guard self.state == .startup || self.state == .authenticating else { return }
-            let stage = self.state == .startup ? "no startup packet" : "authentication not completed"
+            guard self.state == .startup else { return }
+            let stage = self.login.startup == nil ? "no startup packet" : "authentication not completed"
             self.fatal(.fatal("08006", "login timeout: \(stage) within \(self.runtime.configuration.loginTimeout.configText)"))
         }
     }
@@ -135,9 +129,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         case .active:
             self.requestServer(for: buffer)
         case .startup:
-            self.startupBytes(buffer)
-        case .authenticating:
-            self.authenticationBytes(buffer)
+            self.run(self.login.received(buffer))
         case .waiting, .syncing:
             self.holdPendingInput(buffer)
         case .closed:
@@ -152,360 +144,6 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     func transportClosed(error: String?) {
         if let error, self.closeReason == nil { self.closeReason = "client connection error: \(error)" }
         self.finish(reason: self.closeReason ?? "client disconnected", clean: self.scanner.isAtBoundary && !self.dirty)
-    }
-
-    // MARK: Startup
-
-    private func startupBytes(_ input: ByteBuffer) {
-        var buffer: ByteBuffer
-        if var held = self.startupBuffer {
-            held.writeImmutableBuffer(input)
-            buffer = held
-        } else {
-            buffer = input
-        }
-        self.startupBuffer = nil
-        while self.state == .startup {
-            let packet: StartupPacket?
-            do {
-                packet = try StartupPacket.decode(from: &buffer)
-            } catch {
-                self.fatal(.fatal(error.sqlState, error.description))
-                return
-            }
-            guard let packet else {
-                if buffer.readableBytes > 0 { self.startupBuffer = buffer.compacted }
-                return
-            }
-            switch packet {
-            case .sslRequest, .gssEncRequest:
-                // Each may come once, in either order, as PostgreSQL allows (libpq tries GSS, then SSL).
-                let isSSL = packet == .sslRequest
-                guard isSSL ? !self.sslRequested : !self.gssRequested else {
-                    self.fatal(.fatal("08P01", "\(isSSL ? "SSL" : "GSSAPI") encryption was already negotiated on this connection"))
-                    return
-                }
-                if isSSL { self.sslRequested = true } else { self.gssRequested = true }
-                let auth = self.runtime.authenticator
-                let tlsContext = isSSL && self.connectionKind != .local && auth.tlsMode != .disable ? auth.tlsContext : nil
-                if tlsContext != nil, buffer.readableBytes > 0 {
-                    // Bytes sent before the handshake could be injected by anyone on the path (CVE-2021-23214).
-                    self.fatal(.fatal("08P01", "received unencrypted data after SSL request"))
-                    return
-                }
-                var answer = self.transport.allocator.buffer(capacity: 1)
-                answer.writeInteger(UInt8(ascii: tlsContext == nil ? "N" : "S"))
-                self.transport.writeAndFlush(answer)
-                if let tlsContext {
-                    do {
-                        try self.transport.startTLS(context: tlsContext.context)
-                    } catch {
-                        self.close(reason: "cannot start TLS: \(error)")
-                        return
-                    }
-                    self.tlsActive = true
-                    self.serverEndPoint = tlsContext.serverEndPoint
-                }
-            case .cancelRequest(let key):
-                self.runtime.cancel(key, from: self.peer)
-                self.close(reason: "cancel request handled")
-                return
-            case .startup(let message):
-                if buffer.readableBytes > 0 { self.pendingInput = buffer.compacted }
-                self.startupReceived(message)
-                return
-            }
-        }
-    }
-
-    private func startupReceived(_ message: StartupMessage) {
-        self.startup = message
-        guard let user = message.user, !user.isEmpty else {
-            self.fatal(.fatal("28000", "no PostgreSQL user name specified in startup packet"))
-            return
-        }
-        if let replication = message["replication"], !["false", "off", "no", "0"].contains(replication.lowercased()) {
-            self.fatal(.fatal("0A000", "replication connections are not supported by poolagent"))
-            return
-        }
-        let database = message.database ?? user
-        self.logger[metadataKey: LogKey.pool] = "\(database)"
-        guard let pool = self.runtime.pools[database] else {
-            self.fatal(.fatal("3D000", "database \"\(database)\" does not exist", detail: "poolagent has no pool configured for it"))
-            return
-        }
-        do {
-            self.startupSettings = try StartupOptions.settings(of: message)
-        } catch {
-            self.fatal(.fatal("0A000", error.message))
-            return
-        }
-        guard !self.runtime.isShuttingDown else {
-            self.fatal(.fatal("57P03", "the agent is shutting down"))
-            return
-        }
-        self.authenticate(user: user, database: database, pool: pool)
-    }
-
-    /// The client proved who it is (or needed not): the session joins its pool.
-    private func loginAuthorized(pool: Pool) {
-        self.loginTimer?.cancel()
-        self.loginTimer = nil
-        self.pool = pool
-        if pool.settings.mode == .transaction {
-            // Statement names are read from these messages, so they are held until complete.
-            self.scanner = MessageScanner(
-                captureTypes: MessageTypeSet([
-                    FrontendMessageID.terminate, FrontendMessageID.parse, FrontendMessageID.bind,
-                    FrontendMessageID.describe, FrontendMessageID.close,
-                ]),
-                maxCaptureLength: Self.maximumRewrittenMessage
-            )
-        }
-        self.cancelKey = self.runtime.registerCancelKey(for: self)
-        if pool.settings.mode == .transaction, let defaults = pool.defaultParameters {
-            // Transaction mode logs in without a server: the pool's values, with the client's own on top;
-            // its settings reach a server with its first transaction.
-            let reported = self.loginExpectations(defaults: defaults)
-            self.setReported(reported)
-            self.state = .active
-            self.completeLogin(parameters: reported)
-            if let pending = self.pendingInput {
-                self.pendingInput = nil
-                self.requestServer(for: pending)
-            }
-            return
-        }
-        self.state = .waiting
-        pool.acquire(for: self)
-    }
-
-    // MARK: Authentication
-
-    /// How this client reached the agent, for auth rules and `client_tls = require`.
-    var connectionKind: ConnectionKind {
-        if self.isUnixSocket { return .local }
-        return self.tlsActive ? .hostssl : .hostnossl
-    }
-
-    private func authenticate(user: String, database: String, pool: Pool) {
-        let auth = self.runtime.authenticator
-        let kind = self.connectionKind
-        if let startup = self.startup, startup.minorVersion > 0 || !startup.protocolOptions.isEmpty {
-            // As PostgreSQL does: right after the startup packet, before any authentication request.
-            var buffer = self.transport.allocator.buffer(capacity: 64)
-            buffer.writeNegotiateProtocolVersion(minorVersion: 0, unsupportedOptions: startup.protocolOptions)
-            self.transport.write(buffer)
-        }
-        if kind != .local && auth.tlsMode == .require && !self.tlsActive {
-            self.fatal(.fatal("28000", "TLS is required: this agent refuses unencrypted connections from \(self.peerHost)",
-                              detail: "Connect with sslmode=require (client_tls = require)."))
-            return
-        }
-        let (method, rule) = auth.method(kind: kind, address: self.remoteAddressBytes, database: database, user: user)
-        let ruleText = rule.map { "auth rule \($0)" } ?? "the default for \(kind == .local ? "auth.unix" : "auth.tcp")"
-        self.logger.debug("authenticating", metadata: ["user": "\(user)", "method": "\(method.rawValue)", "by": "\(ruleText)"])
-        switch method {
-        case .trust:
-            self.loginAuthorized(pool: pool)
-        case .reject:
-            let encryption = kind == .hostssl ? "TLS" : kind == .local ? "Unix socket" : "no encryption"
-            self.fatal(.fatal("28000", "connection rejected for \(self.peerHost), user \"\(user)\", database \"\(database)\", \(encryption)",
-                              detail: "Refused by \(ruleText)."))
-        case .peer:
-            self.authenticatePeer(user: user, pool: pool)
-        case .scramSHA256, .md5:
-            self.state = .authenticating
-            self.exchange = .lookingUp
-            if let pending = self.pendingInput {
-                self.pendingInput = nil
-                self.authInput = pending
-            }
-            auth.secret(for: user, pool: pool.name, stillWanted: { [weak self] in self?.state == .authenticating }).whenComplete { [self] result in
-                guard self.state == .authenticating else { return }
-                switch result {
-                case .success(.failed(let message)):
-                    // The detail (upstream errors, the query's result) is for the operator, not an unauthenticated client.
-                    self.logger.warning("password lookup failed", metadata: ["user": "\(user)", LogKey.reason: "\(message)"])
-                    self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\"; the agent's log says why"))
-                case .success(let outcome):
-                    self.startPasswordExchange(method: method, user: user, outcome: outcome)
-                case .failure(let error):
-                    self.logger.warning("password lookup failed", metadata: ["user": "\(user)", LogKey.reason: "\(error)"])
-                    self.fatal(.fatal("08006", "cannot look up the password of user \"\(user)\"; the agent's log says why"))
-                }
-            }
-        }
-    }
-
-    private func authenticatePeer(user: String, pool: Pool) {
-        guard let credentials = try? self.transport.peerCredentials(), let name = systemUserName(uid: credentials.uid) else {
-            self.fatal(.fatal("28000", "peer authentication failed for user \"\(user)\"", detail: "Cannot map the peer's uid to a user name."))
-            return
-        }
-        guard name == user else {
-            self.logger.info("peer authentication failed", metadata: ["user": "\(user)", "os_user": "\(name)"])
-            self.fatal(.fatal("28000", "peer authentication failed for user \"\(user)\"",
-                              detail: "The connecting process runs as OS user \"\(name)\"."))
-            return
-        }
-        self.loginAuthorized(pool: pool)
-    }
-
-    private func startPasswordExchange(method: AuthMethod, user: String, outcome: AuthQueryOutcome) {
-        let auth = self.runtime.authenticator
-        var buffer = self.transport.allocator.buffer(capacity: 64)
-        var random = SystemRandomNumberGenerator()
-        var secret: StoredSecret? = nil
-        var refusal = "no password"
-        switch outcome {
-        case .secret(let found): secret = found
-        case .refused(let reason), .failed(let reason): refusal = reason
-        }
-        // As in PostgreSQL: md5 with a SCRAM verifier runs SCRAM; SCRAM with an md5 hash cannot succeed. A user
-        // without a secret gets SCRAM too, so the first request does not tell who exists.
-        var md5Stored: String? = nil
-        switch secret {
-        case .md5(let stored)? where method == .md5: md5Stored = stored
-        case .plaintext(let password)? where method == .md5: md5Stored = MD5Password.stored(password: password, user: user)
-        default: break
-        }
-        if let md5Stored {
-            let salt = (0..<4).map { _ in UInt8.random(in: .min ... .max, using: &random) }
-            self.exchange = .md5(expected: MD5Password.expectedResponse(stored: md5Stored, salt: salt))
-            buffer.writeAuthenticationMD5Password(salt: salt)
-        } else {
-            let nonce = Base64.encode((0..<18).map { _ in UInt8.random(in: .min ... .max, using: &random) })
-            let exchange: ScramExchange
-            let binding = self.serverEndPoint
-            if let secret, let scram = auth.scramSecret(user: user, secret) {
-                exchange = ScramExchange(secret: scram, serverNonce: nonce, channelBinding: binding)
-            } else {
-                if secret != nil { refusal = "user has only an md5 password, which cannot answer SCRAM-SHA-256" }
-                exchange = ScramExchange(doomedFor: user, reason: refusal, mockKey: auth.mockKey, serverNonce: nonce, channelBinding: binding)
-            }
-            self.exchange = .scramInitial(exchange)
-            buffer.writeAuthenticationSASL(mechanisms: exchange.mechanisms)
-        }
-        self.transport.writeAndFlush(buffer)
-        if let input = self.authInput {
-            self.authInput = nil
-            self.authenticationBytes(input)
-        }
-    }
-
-    /// PostgreSQL's limit for one authentication message.
-    static let maximumAuthMessage = 65535
-
-    /// Reads password messages (`p`) while authenticating; anything else ends the connection.
-    private func authenticationBytes(_ input: ByteBuffer) {
-        var buffer = input
-        if var held = self.authInput {
-            held.writeImmutableBuffer(input)
-            buffer = held
-        }
-        self.authInput = nil
-        guard buffer.readableBytes <= Self.maximumAuthMessage * 2 else {
-            self.fatal(.fatal("08P01", "too much data sent during authentication"))
-            return
-        }
-        while self.state == .authenticating {
-            if case .lookingUp? = self.exchange {
-                if buffer.readableBytes > 0 { self.authInput = buffer.compacted }
-                return
-            }
-            guard buffer.readableBytes >= 5, let type = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
-                let length = buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self)
-            else {
-                if buffer.readableBytes > 0 { self.authInput = buffer.compacted }
-                return
-            }
-            if type == FrontendMessageID.terminate {
-                self.close(reason: "client sent Terminate during authentication")
-                return
-            }
-            guard type == FrontendMessageID.passwordMessage else {
-                self.fatal(.fatal("08P01", "expected password response, got message type \(Self.describeType(type))"))
-                return
-            }
-            guard length >= 4, Int(length) <= Self.maximumAuthMessage else {
-                self.fatal(.fatal("08P01", "invalid password message length \(length)"))
-                return
-            }
-            guard buffer.readableBytes >= Int(length) + 1 else {
-                self.authInput = buffer.compacted
-                return
-            }
-            buffer.moveReaderIndex(forwardBy: 5)
-            var body = buffer.readSlice(length: Int(length) - 4)!
-            if let pool = self.passwordMessage(&body) {
-                // Bytes pipelined after the last password message are the client's first requests.
-                if buffer.readableBytes > 0 { self.pendingInput = buffer.compacted }
-                self.exchange = nil
-                self.state = .startup
-                self.loginAuthorized(pool: pool)
-                return
-            }
-        }
-    }
-
-    private static func describeType(_ type: UInt8) -> String {
-        (0x21...0x7E).contains(type) ? "\"\(Character(Unicode.Scalar(type)))\"" : "0x\(String(type, radix: 16))"
-    }
-
-    /// Handles one password message; returns the pool once the client is authenticated.
-    private func passwordMessage(_ body: inout ByteBuffer) -> Pool? {
-        guard let exchange = self.exchange, let user = self.startup?.user, let pool = self.runtime.pools[self.startup?.database ?? user] else {
-            self.close(reason: "authentication state lost")
-            return nil
-        }
-        do throws(AuthFailure) {
-            switch exchange {
-            case .lookingUp:
-                return nil
-            case .scramInitial(var scram):
-                let initial: SASLInitialResponse
-                do {
-                    initial = try SASLInitialResponse.decode(from: &body)
-                } catch {
-                    throw .malformed("malformed SASL message: \(error.description)")
-                }
-                guard scram.mechanisms.contains(initial.mechanism) else {
-                    throw .malformed("client selected an invalid SASL authentication mechanism")
-                }
-                guard let data = initial.data else { throw .malformed("malformed SCRAM message: the initial response is missing") }
-                let serverFirst = try scram.receiveClientFirst(data, mechanism: initial.mechanism)
-                self.exchange = .scramFinal(scram)
-                var buffer = self.transport.allocator.buffer(capacity: serverFirst.count + 9)
-                buffer.writeAuthenticationSASL(code: AuthenticationCode.saslContinue, data: serverFirst)
-                self.transport.writeAndFlush(buffer)
-                return nil
-            case .scramFinal(var scram):
-                let serverFinal = try scram.receiveClientFinal(body.readBytes(length: body.readableBytes) ?? [])
-                var buffer = self.transport.allocator.buffer(capacity: serverFinal.count + 9)
-                buffer.writeAuthenticationSASL(code: AuthenticationCode.saslFinal, data: serverFinal)
-                self.transport.write(buffer)
-                return pool
-            case .md5(let expected):
-                let bytes = body.readBytes(length: body.readableBytes) ?? []
-                guard let terminator = bytes.firstIndex(of: 0), terminator == bytes.count - 1 else {
-                    throw .malformed("invalid password message: not one NUL-terminated string")
-                }
-                let response = Array(bytes[..<terminator])
-                guard constantTimeEquals(response, expected) else { throw .refused("wrong password (md5 response did not match)") }
-                return pool
-            }
-        } catch {
-            self.exchange = nil
-            switch error {
-            case .malformed(let message): self.protocolViolation(message)
-            case .unsupported(let message): self.fatal(.fatal("0A000", message))
-            case .refused(let reason):
-                self.logger.info("password authentication failed", metadata: ["user": "\(user)", LogKey.reason: "\(reason)", LogKey.peer: "\(self.peer)"])
-                self.fatal(.fatal("28P01", "password authentication failed for user \"\(user)\""))
-            }
-            return nil
-        }
     }
 
     // MARK: Pool outcomes
@@ -576,7 +214,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         }
     }
 
-    private func completeLogin(parameters: [String: String]) {
+    func completeLogin(parameters: [String: String]) {
         guard self.startup != nil, let key = self.cancelKey else { return }
         var buffer = self.transport.allocator.buffer(capacity: 512)
         buffer.writeAuthenticationOk()
@@ -661,7 +299,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
 
     /// The reported values a client should see at login: `defaults` with its startup settings on top.
-    private func loginExpectations(defaults: [String: String]) -> [String: String] {
+    func loginExpectations(defaults: [String: String]) -> [String: String] {
         var expected = defaults
         for (name, value) in self.startupSettings {
             if let key = expected.keys.first(where: { $0.lowercased() == name.lowercased() }) { expected[key] = value }
@@ -670,7 +308,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
 
     /// Records the values the client has seen and the pool's key for its whole set of settings.
-    private func setReported(_ reported: [String: String]) {
+    func setReported(_ reported: [String: String]) {
         self.reported = reported
         guard let pool = self.pool else { return }
         var text = ""
@@ -687,7 +325,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
 
     /// Transaction mode: the client sent something while it holds no server; keep it and queue for one.
-    private func requestServer(for input: ByteBuffer) {
+    func requestServer(for input: ByteBuffer) {
         guard let pool = self.pool else { return }
         if self.pendingInput == nil, Self.isOnlyTerminate(input) {
             self.close(reason: "client sent Terminate")
@@ -845,7 +483,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             let server = self.server
             self.server = nil
             server?.clientLeft(clean: previous == .syncing || clean)
-        case .startup, .authenticating, .closed:
+        case .startup, .closed:
             break
         }
         self.runtime.clientClosed(self)
