@@ -12,11 +12,6 @@ struct FIFOQueue<Element> {
         self.count += 1
     }
 
-    // Invariant: `storage[head]` is occupied unless the queue is empty.
-    var first: Element? {
-        return self.head < self.storage.count ? self.storage[self.head] : nil
-    }
-
     mutating func popFirst() -> Element? {
         self.skipRemovedMutating()
         guard self.head < self.storage.count, let element = self.storage[self.head] else { return nil }

@@ -11,9 +11,10 @@ where Instant.Duration == Duration {
     public struct Action: Equatable, Sendable {
         public enum Primary: Equatable, Sendable {
             case none
-            /// Hand `Connection` to `Request`; cancel the request's wait timer if one was set.
+            /// Hand `Connection` to `Request`.
             case lease(Connection, to: Request)
-            /// The request queues; time it out at `deadline` unless a connection comes first.
+            /// The request queues until `deadline` unless a connection comes first (`expireWaiters` refuses
+            /// it then; one timer serves the whole queue).
             case wait(Request, deadline: Instant)
             /// Refuse the request with this error.
             case fail(Request, PoolError)
@@ -128,12 +129,6 @@ where Instant.Duration == Duration {
         return Action(.none, open: self.connectionsToOpen(now: now))
     }
 
-    /// The wait timer of `request` fired.
-    public mutating func waitTimedOut(_ request: Request, now: Instant) -> Action {
-        guard self.waiters.remove(where: { $0.request == request }) != nil else { return Action(.none) }
-        return Action(.fail(request, .waitTimeout(self.configuration.waitTimeout)))
-    }
-
     /// Refuses every waiter whose deadline has passed, oldest first; also returns the earliest deadline
     /// still pending, so one timer can serve the whole queue.
     public mutating func expireWaiters(now: Instant) -> (expired: [Request], nextDeadline: Instant?) {
@@ -240,11 +235,6 @@ where Instant.Duration == Duration {
         let deadline = now.advanced(by: self.configuration.waitTimeout)
         for waiter in waiting { self.waiters.append(Waiter(request: waiter.request, deadline: deadline)) }
         return (self.connectionsToOpen(now: now), waiting.isEmpty ? nil : deadline)
-    }
-
-    /// The connection's age at `now`, for display.
-    public func age(of connection: Connection, now: Instant) -> Duration? {
-        self.info[connection].map { $0.createdAt.duration(to: now) }
     }
 
     private func isRetired(_ connection: Connection, now: Instant) -> Bool {

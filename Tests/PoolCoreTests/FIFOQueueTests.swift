@@ -11,7 +11,6 @@ import Testing
         #expect(queue.popFirst() == nil)
         for value in 1...5 { queue.append(value) }
         #expect(queue.count == 5)
-        #expect(queue.first == 1)
         #expect(queue.elements == [1, 2, 3, 4, 5])
         #expect(queue.popFirst() == 1)
         #expect(queue.popFirst() == 2)
@@ -31,7 +30,7 @@ import Testing
         #expect(queue.remove(where: { $0 == 9 }) == nil)
         #expect(queue.count == 4)
         #expect(queue.remove(where: { $0 == 1 }) == 1)
-        #expect(queue.first == 3)
+        #expect(queue.elements == [3, 2, 4])
         #expect(queue.remove(where: { $0 == 4 }) == 4)
         #expect([queue.popFirst(), queue.popFirst(), queue.popFirst()] == [3, 2, nil])
         #expect(queue.isEmpty)
@@ -48,13 +47,13 @@ import Testing
         #expect(queue.isEmpty)
     }
 
-    @Test func firstIsTheNextElementAfterAPopOverARemovedOne() {
+    @Test func theNextElementAfterAPopOverARemovedOne() {
         var queue = FIFOQueue<String>()
         for value in ["a", "b", "c"] { queue.append(value) }
         _ = queue.remove(where: { $0 == "b" })
         #expect(queue.popFirst() == "a")
         #expect(queue.count == 1)
-        #expect(queue.first == "c")
+        #expect(queue.elements == ["c"])
         #expect(queue.popFirst() == "c")
     }
 

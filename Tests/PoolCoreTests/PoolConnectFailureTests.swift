@@ -79,7 +79,7 @@ import Testing
         var clock = MockClock()
         _ = machine.leaseRequested("a", now: clock.now)
         clock.advance(by: .seconds(1))
-        _ = machine.waitTimedOut("a", now: clock.now)
+        _ = machine.expireWaiters(now: clock.now)
         #expect(machine.connectionFailed("refused", now: clock.now) == .init(.none))
         #expect(machine.opening == 0)
         #expect(machine.openConnections == 0)

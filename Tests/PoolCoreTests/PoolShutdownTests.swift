@@ -20,7 +20,7 @@ import Testing
 
         #expect(machine.connectionReleased(1, reusable: true, now: clock.now) == .init(.close(1)))
         #expect(machine.openConnections == 0)
-        #expect(machine.waitTimedOut("b", now: clock.now) == .init(.none))
+        #expect(machine.expireWaiters(now: clock.now).expired == [], "refused waiters do not time out again")
         #expect(machine.leaseRequested("d", now: clock.now) == .init(.fail("d", .shuttingDown)))
     }
 

@@ -109,15 +109,12 @@ struct PoolSimulation {
     }
 
     mutating func fireTimers() {
-        while let index = self.waiting.firstIndex(where: { $0.deadline <= self.clock.now }) {
-            let request = self.waiting[index].request
-            #expect(
-                self.machine.waitTimedOut(request, now: self.clock.now)
-                    == .init(.fail(request, .waitTimeout(self.configuration.waitTimeout)))
-            )
-            self.waiting.remove(at: index)
-            self.timedOut += 1
-        }
+        let due = Set(self.waiting.filter { $0.deadline <= self.clock.now }.map(\.request))
+        let expired = self.machine.expireWaiters(now: self.clock.now).expired
+        #expect(Set(expired) == due, "exactly the waiters past their deadline expire")
+        #expect(expired.count == due.count)
+        self.waiting.removeAll { due.contains($0.request) }
+        self.timedOut += expired.count
     }
 
     /// Carries out an action as the pool's caller would, checking it is one the caller can carry out.

@@ -30,39 +30,33 @@ import Testing
         var clock = MockClock()
         var machine = self.poolWithTwoWaiters(clock: &clock)
         clock.advance(by: .seconds(4))
-        #expect(machine.waitTimedOut("b", now: clock.now) == .init(.fail("b", .waitTimeout(.seconds(5)))))
+        let expired = machine.expireWaiters(now: clock.now)
+        #expect(expired.expired == ["b"])
+        #expect(expired.nextDeadline == clock.after(.seconds(1)), "c waits until its own deadline")
         #expect(machine.waitingRequests == ["c"])
         #expect(machine.leased == [1])
         #expect(machine.connectionReleased(1, reusable: true, now: clock.now) == .init(.lease(1, to: "c")))
     }
 
-    @Test func timeoutOfTheLastWaiterLeavesTheFirstInPlace() {
+    @Test func nothingExpiresBeforeItsDeadline() {
         var clock = MockClock()
         var machine = self.poolWithTwoWaiters(clock: &clock)
-        clock.advance(by: .seconds(5))
-        #expect(machine.waitTimedOut("c", now: clock.now) == .init(.fail("c", .waitTimeout(.seconds(5)))))
-        #expect(machine.waitingRequests == ["b"])
-        #expect(machine.connectionReleased(1, reusable: true, now: clock.now) == .init(.lease(1, to: "b")))
+        clock.advance(by: .seconds(3))
+        let expired = machine.expireWaiters(now: clock.now)
+        #expect(expired.expired == [])
+        #expect(expired.nextDeadline == clock.after(.seconds(1)))
+        #expect(machine.waitingRequests == ["b", "c"])
     }
 
-    @Test func timeoutOfAnAlreadyServedRequestIsANoOp() {
+    @Test func anAlreadyServedRequestDoesNotExpire() {
         var clock = MockClock()
         var machine = self.poolWithTwoWaiters(clock: &clock)
         #expect(machine.connectionReleased(1, reusable: true, now: clock.now) == .init(.lease(1, to: "b")))
         clock.advance(by: .seconds(5))
-        #expect(machine.waitTimedOut("b", now: clock.now) == .init(.none))
-        #expect(machine.waitTimedOut("a", now: clock.now) == .init(.none))
+        #expect(machine.expireWaiters(now: clock.now).expired == ["c"])
         #expect(machine.leased == [1])
-        #expect(machine.waitingRequests == ["c"])
-    }
-
-    @Test func aSecondTimeoutForTheSameRequestIsANoOp() {
-        var clock = MockClock()
-        var machine = self.poolWithTwoWaiters(clock: &clock)
-        clock.advance(by: .seconds(5))
-        #expect(machine.waitTimedOut("b", now: clock.now) == .init(.fail("b", .waitTimeout(.seconds(5)))))
-        #expect(machine.waitTimedOut("b", now: clock.now) == .init(.none))
-        #expect(machine.waitingRequests == ["c"])
+        #expect(machine.waitingRequests == [])
+        #expect(machine.expireWaiters(now: clock.now).expired == [], "expired once")
     }
 
     @Test func aCancelledRequestLeavesTheQueueWithoutAnAction() {
@@ -70,7 +64,6 @@ import Testing
         var machine = self.poolWithTwoWaiters(clock: &clock)
         #expect(machine.requestCancelled("b") == .init(.none))
         #expect(machine.waitingRequests == ["c"])
-        #expect(machine.waitTimedOut("b", now: clock.now) == .init(.none))
         #expect(machine.connectionReleased(1, reusable: true, now: clock.now) == .init(.lease(1, to: "c")))
         #expect(machine.requestCancelled("c") == .init(.none))
         #expect(machine.leased == [1])
@@ -83,7 +76,7 @@ import Testing
             machine.leaseRequested("a", now: clock.now)
                 == .init(.wait("a", deadline: clock.after(.seconds(1))), open: 1))
         clock.advance(by: .seconds(1))
-        #expect(machine.waitTimedOut("a", now: clock.now) == .init(.fail("a", .waitTimeout(.seconds(1)))))
+        #expect(machine.expireWaiters(now: clock.now).expired == ["a"])
         #expect(machine.connectionOpened(1, now: clock.now) == .init(.none))
         #expect(machine.idle == [1])
         #expect(machine.leaseRequested("b", now: clock.now) == .init(.lease(1, to: "b")))

@@ -41,7 +41,7 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
         return Int(String(cString: value))
     }
 
-    /// Frees libpq's side; call after the NIO channel has closed.
+    /// Frees libpq's side; call after the agent's duplicate of the socket has closed.
     func finish() {
         if let connection = self.connection {
             self.connection = nil
