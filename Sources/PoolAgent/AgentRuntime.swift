@@ -90,7 +90,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     func start() {
         for pool in self.pools.values { self.startPool(pool) }
         self.sweepTask = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [unowned self] _ in
-            self.sweep()
+            self.janitor()
         }
     }
 
@@ -115,33 +115,6 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         self.recentlyClosedClients.append((client.id, client.closeReason ?? "client disconnected"))
         if self.recentlyClosedClients.count > Self.recentlyClosedLimit { self.recentlyClosedClients.removeFirst() }
         self.checkDrained()
-    }
-
-    /// Once a second: clients idle too long (outright or inside a transaction) are disconnected, and
-    /// requests running past `query_timeout` are cancelled.
-    private func sweep() {
-        let now = Moment.now
-        for client in self.clients.values {
-            guard let pool = client.pool, client.state == .active else { continue }
-            let idle = client.lastActivity.duration(to: now)
-            if let server = client.server {
-                if let limit = pool.settings.queryTimeout, let since = server.busySince, since.duration(to: now) >= limit {
-                    self.logger.info("query_timeout: cancelling", metadata: [LogKey.client: "\(client.id)", LogKey.backendPID: "\(server.backendPID)"])
-                    server.cancel(threadPool: self.threadPool, logger: self.logger)
-                    continue
-                }
-                if let limit = pool.settings.idleInTransactionTimeout, !server.isBusy,
-                    server.transactionStatus != .idle, idle >= limit
-                {
-                    client.fatal(.fatal("25P03", "terminating connection due to idle-in-transaction timeout (\(limit.configText) in pool \"\(pool.name)\")"))
-                    continue
-                }
-                guard !server.isBusy, server.transactionStatus == .idle else { continue }
-            }
-            if let limit = pool.settings.clientIdleTimeout, idle >= limit {
-                client.fatal(.fatal("57P05", "terminating connection due to idle-session timeout (\(limit.configText) in pool \"\(pool.name)\")"))
-            }
-        }
     }
 
     // MARK: Cancel keys

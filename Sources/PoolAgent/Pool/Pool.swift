@@ -1,4 +1,4 @@
-// A configured pool at run time: performs the PoolStateMachine's actions with real connections and timers.
+// A configured pool at run time: performs the PoolStateMachine's actions with real connections and its wait timer.
 
 import Logging
 import NIOCore
@@ -9,27 +9,26 @@ import PoolCore
 final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     typealias Machine = PoolStateMachine<SerialID, SerialID, Moment>
 
-    private(set) var settings: PoolSettings
+    var settings: PoolSettings
     let eventLoop: IOLoop
-    private let threadPool: NIOThreadPool
-    private var connectParameters: [(String, String)]
-    private var machine: Machine
+    let threadPool: NIOThreadPool
+    var connectParameters: [(String, String)]
+    var machine: Machine
     private(set) var servers: [SerialID: ServerConnection] = [:]
     private var waiters: [SerialID: ClientSession] = [:]
     /// When each waiting client asked, for the wait-time histogram.
     private var waitingSince: [SerialID: Moment] = [:]
     /// One timer for the whole wait queue, set for the earliest deadline.
     private var waitTimer: Scheduled<Void>?
-    private let logger: Logger
+    let logger: Logger
     private let nextServerID: () -> Int
     let stats = PoolStatistics()
     let statements: StatementRegistry
     let settingsKeys = SettingsKeys()
     /// ParameterStatus values of a fresh server of this pool, for transaction-mode logins.
     private(set) var defaultParameters: [String: String]?
-    private(set) var lastError: String?
-    private(set) var lastContact: Moment?
-    private var maintenanceTask: RepeatedTask?
+    var lastError: String?
+    var lastContact: Moment?
     private var drainPromises: [EventLoopPromise<Void>] = []
     /// Tells the agent a server closed or failed to open, so a shutdown can finish when the last is gone.
     var onServerGone: (() -> Void)?
@@ -37,7 +36,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     var onServerClosed: ((ServerConnection) -> Void)?
     /// Tells the agent the upstream went down (with libpq's message) or came back.
     var onUpstreamChange: ((Bool, String?) -> Void)?
-    private(set) var lastErrorAt: Moment?
+    var lastErrorAt: Moment?
 
     init(settings: PoolSettings, eventLoop: IOLoop, threadPool: NIOThreadPool, logger: Logger, nextServerID: @escaping () -> Int) throws {
         self.settings = settings
@@ -57,6 +56,24 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         self.nextServerID = nextServerID
     }
 
+    // Sizing and the upstream probe (Pool+Upstream).
+    /// The inputs of `size = "auto"`, shown by `stats` and `config`.
+    var autoSizing: (machine: AutoSize.MachineSize, upstreamAvailable: Int?, share: Int?)?
+    var probing = false
+
+    // Load windows and autoscaling (Pool+Autoscaling).
+    var autoscaler: Autoscaler?
+    /// `resize` pins the size; autoscaling resumes with `resize autoscale: true`.
+    var autoscalePinned = false
+    var lastDecision: Autoscaler.Decision?
+    /// When the current load window ends; nil while no window runs.
+    var windowEnds: Moment?
+    var windowPeakConcurrency = 0
+    var windowPeakQueue = 0
+    var windowWait = LatencyHistogram()
+    /// Receives each autoscaling decision, for the log and for subscribers.
+    var onAutoscale: ((Autoscaler.Decision, Bool) -> Void)?
+
     var name: String { self.settings.name }
     var idleCount: Int { self.machine.idle.count }
     var leasedCount: Int { self.machine.leased.count }
@@ -64,13 +81,10 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     var waitingCount: Int { self.machine.waiting }
     var openCount: Int { self.machine.openConnections }
 
-    /// Opens `min_idle` connections and starts periodic upkeep. `poolCount` is how many pools share the
-    /// agent, for the upstream share of `size = "auto"`.
+    /// Opens `min_idle` connections; the agent's janitor does the rest of the upkeep. `poolCount` is how many
+    /// pools share the agent, for the upstream share of `size = "auto"`.
     func start(poolCount: Int = 1) {
-        self.upkeep()
-        self.maintenanceTask = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
-            self.upkeep()
-        }
+        self.upkeep(now: .now)
         if let autoscale = self.settings.autoscale {
             self.autoscaler = Autoscaler(minimum: autoscale.minimum, maximum: autoscale.maximum)
         }
@@ -79,161 +93,15 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         if self.settings.sizeIsAuto { self.sizeFromUpstream(poolCount: poolCount) }
     }
 
-    // MARK: Sizing
-
-    /// The inputs of `size = "auto"`, shown by `stats` and `config`.
-    private(set) var autoSizing: (machine: AutoSize.MachineSize, upstreamAvailable: Int?, share: Int?)?
-
-    private func sizeFromUpstream(poolCount: Int) {
-        let machineSize = AutoSize.machineSize()
-        self.autoSizing = (machineSize, nil, nil)
-        let parameters = self.connectParameters
-        self.threadPool.runIfActive(eventLoop: self.eventLoop) { AutoSize.upstreamAvailable(parameters: parameters) }
-            .whenSuccess { [self] available in
-                guard let available else { return }
-                let share = max(1, available / max(1, poolCount))
-                self.autoSizing = (machineSize, available, share)
-                let size = min(machineSize.size, share)
-                if size != self.configuration.size {
-                    self.logger.info("size auto", metadata: ["size": "\(size)", "upstream_available": "\(available)", "share": "\(share)"])
-                    _ = self.resize(size: size, minIdle: min(self.configuration.minIdle, size), maxOverflow: self.configuration.maxOverflow)
-                }
-            }
-    }
-
-    // MARK: Autoscaling
-
-    private(set) var autoscaler: Autoscaler?
-    /// `resize` pins the size; autoscaling resumes with `resize autoscale: true`.
-    private(set) var autoscalePinned = false
-    private(set) var lastDecision: Autoscaler.Decision?
-    private var windowTask: RepeatedTask?
-    private var windowPeakConcurrency = 0
-    private var windowPeakQueue = 0
-    private var windowWait = LatencyHistogram()
-    /// Receives each autoscaling decision, for the log and for subscribers.
-    var onAutoscale: ((Autoscaler.Decision, Bool) -> Void)?
-
-    func setAutoscaling(_ on: Bool) {
-        self.autoscalePinned = !on
-        if on, self.autoscaler == nil {
-            let configuration = self.configuration
-            self.autoscaler = Autoscaler(minimum: max(1, configuration.minIdle), maximum: max(configuration.size * 2, 5))
-        }
-        if on { self.startWindows() }
-    }
-
-    func setFixedRecycle() {
-        self.settings.adaptiveRecycle = false
-    }
-
-    func setAdaptiveRecycle() {
-        self.settings.adaptiveRecycle = true
-        self.startWindows()
-        self.windowEnded()
-    }
-
-    /// Starts the load windows (autoscaling, adaptive lifetime) at `autoscale.interval`, 5 min by default.
-    private func startWindows() {
-        guard self.windowTask == nil else { return }
-        let interval = (self.settings.autoscale?.interval ?? .seconds(300)).timeAmount
-        self.windowTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
-            self.windowEnded()
-        }
-    }
-
-    private func noteLoad() {
-        self.windowPeakConcurrency = max(self.windowPeakConcurrency, self.leasedCount)
-        self.windowPeakQueue = max(self.windowPeakQueue, self.waitingCount)
-    }
-
-    /// One window of load is over: adapt the lifetime, then let the autoscaler decide the size.
-    private func windowEnded() {
-        let window = LoadWindow(
-            peakConcurrency: max(self.windowPeakConcurrency, self.leasedCount),
-            peakQueue: max(self.windowPeakQueue, self.waitingCount),
-            waitP95Milliseconds: Double(self.windowWait.percentile(0.95)) / 1000
-        )
-        self.windowPeakConcurrency = self.leasedCount
-        self.windowPeakQueue = self.waitingCount
-        self.windowWait = LatencyHistogram()
-        if self.settings.adaptiveRecycle {
-            let use = Double(window.peakConcurrency) / Double(max(1, self.configuration.size))
-            self.machine.setPolicy(maxLifetime: .some(AdaptiveLifetime.lifetime(use: use)), idleTimeout: nil)
-        }
-        guard var autoscaler = self.autoscaler else { return }
-        let decision = autoscaler.decide(size: self.configuration.size, window: window)
-        self.autoscaler = autoscaler
-        self.lastDecision = decision
-        let applied = decision.changed && !self.autoscalePinned && !self.isDraining
-        if applied {
-            _ = self.resize(size: decision.size, minIdle: min(self.configuration.minIdle, decision.size), maxOverflow: self.configuration.maxOverflow)
-        }
-        self.onAutoscale?(decision, applied)
-    }
-
-    /// Closes idle servers past their lifetime, idle timeout or generation, and refills `min_idle`; while
-    /// the upstream is down and nothing else tries it, probes it so health turns back to ok by itself.
-    private func upkeep() {
-        let (close, open) = self.machine.maintenance(now: .now)
-        self.closeServers(close, reason: "recycled: lifetime, idle timeout or reconnect")
-        self.stats.recycles += close.count
-        self.openServers(open)
-        if self.lastError != nil, self.openCount == 0, self.openingCount == 0, !self.probing,
-            self.lastErrorAt.map({ $0.duration(to: .now) >= .seconds(2) }) ?? true
-        {
-            self.probe()
-        }
-    }
-
-    private var probing = false
-
-    /// A connect that only tells whether the upstream answers; the connection is closed at once.
-    private func probe() {
-        self.probing = true
-        let parameters = self.connectParameters
-        self.threadPool.runIfActive(eventLoop: self.eventLoop) { () -> String? in
-            switch LibPQConnector.connect(parameters: parameters) {
-            case .success(let link):
-                link.finish()
-                return nil
-            case .failure(let failure):
-                return failure.message
-            }
-        }.whenComplete { [self] result in
-            self.probing = false
-            switch result {
-            case .success(nil):
-                self.lastContact = .now
-                if self.lastError != nil {
-                    self.lastError = nil
-                    self.onUpstreamChange?(true, nil)
-                }
-            case .success(let message?):
-                self.lastError = message
-                self.lastErrorAt = .now
-            case .failure:
-                break
-            }
-        }
-    }
-
-    private func closeServers(_ ids: [SerialID], reason: String) {
+    func closeServers(_ ids: [SerialID], reason: String) {
         for id in ids { self.servers[id]?.close(reason: reason) }
     }
 
-    private func openServers(_ count: Int) {
+    func openServers(_ count: Int) {
         for _ in 0..<count { self.openServer() }
     }
 
     // MARK: Operations
-
-    /// ok: the last contact with the upstream succeeded; down: it failed and no server is open;
-    /// degraded: it failed but servers opened earlier still serve.
-    var health: String {
-        guard self.lastError != nil else { return "ok" }
-        return self.openCount == 0 ? "down" : "degraded"
-    }
 
     /// Settings from a reload: limits and policies now; a new upstream replaces servers as they come back.
     func apply(_ next: PoolSettings) {
@@ -267,7 +135,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// New recycling policy, judged against existing servers from the next upkeep on.
     func setRecycle(maxLifetime: Duration??, idleTimeout: Duration??) {
         self.machine.setPolicy(maxLifetime: maxLifetime, idleTimeout: idleTimeout)
-        self.upkeep()
+        self.upkeep(now: .now)
     }
 
     /// Replaces every server: idle ones now, busy ones as they are released.
@@ -356,8 +224,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     /// Stops taking clients: waiters are refused, idle servers closed; leased ones close when released.
     func shutdown() {
-        self.maintenanceTask?.cancel()
-        self.windowTask?.cancel()
+        self.windowEnds = nil
         let (refused, close) = self.machine.shutdown()
         for request in refused { self.fail(request, .shuttingDown) }
         for id in close { self.servers[id]?.close(reason: "agent shutting down") }
@@ -500,28 +367,6 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         self.checkDrained()
         self.onServerGone?()
     }
-}
-
-/// Counters of one pool since start.
-final class PoolStatistics: @unchecked Sendable {  // Confined to the agent's event loop.
-    var checkouts = 0
-    var releases = 0
-    var waits = 0
-    var waitTimeouts = 0
-    var connectAttempts = 0
-    var connects = 0
-    var connectFailures = 0
-    var recycles = 0
-    /// Idle servers found dead before use: by a failed pre-ping or by their socket closing while idle.
-    var prePingFailures = 0
-    var transactions = 0
-    var queries = 0
-    var bytesIn = 0
-    var bytesOut = 0
-    var overflowPeak = 0
-    var waitTime = LatencyHistogram()
-    var transactionTime = LatencyHistogram()
-    var queryTime = LatencyHistogram()
 }
 
 enum PoolOperationError: Error {
