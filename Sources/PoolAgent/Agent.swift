@@ -1,6 +1,5 @@
 // Starts and stops the agent: listeners, pools, the control socket and signal handling.
 
-import ControlRPC
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -173,11 +172,11 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
                 self.shutdown(.immediate)
             default:
                 self.runtime.eventLoop.execute {
-                    do throws(RPCError) {
+                    do throws(ReloadError) {
                         let result = try self.runtime.reload()
-                        self.logger.notice("SIGHUP received: configuration reloaded", metadata: ["result": "\(result.serialized)"])
+                        self.logger.notice("SIGHUP received: configuration reloaded", metadata: ["result": "\(result)"])
                     } catch {
-                        self.logger.error("SIGHUP received: reload refused, nothing changed", metadata: [LogKey.reason: "\(error.data?.serialized ?? error.message)"])
+                        self.logger.error("SIGHUP received: reload refused, nothing changed", metadata: [LogKey.reason: "\(error)"])
                     }
                 }
             }

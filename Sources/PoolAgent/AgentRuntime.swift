@@ -1,6 +1,5 @@
 // The agent's shared state on its event loop: pools, client sessions, cancel keys and shutdown.
 
-import ControlRPC
 import Logging
 import NIOCore
 import NIOPosix
@@ -25,7 +24,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// Runs when the last client and server are gone during a graceful shutdown.
     var onDrained: (() -> Void)?
     /// Receives every event for `subscribe`rs of the control socket.
-    var onEvent: ((String, [(String, JSONValue)]) -> Void)?
+    var onEvent: ((AgentEvent) -> Void)?
     /// The last closed connections with why they closed, for list-clients and list-servers.
     private(set) var recentlyClosedClients: [(id: Int, reason: String)] = []
     private(set) var recentlyClosedServers: [(id: Int, pool: String, backendPID: Int32, reason: String)] = []
@@ -63,28 +62,18 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             if self.recentlyClosedServers.count > Self.recentlyClosedLimit { self.recentlyClosedServers.removeFirst() }
         }
         pool.onUpstreamChange = { [unowned self] up, message in
-            self.emit("upstream", [("pool", .string(pool.name)), ("state", .string(up ? "up" : "down")), ("error", message.map { .string($0) } ?? .null)])
+            self.onEvent?(.upstream(pool: pool.name, up: up, error: message))
         }
         pool.onAutoscale = { [unowned self] decision, applied in
-            let fields: [(String, JSONValue)] = [
-                ("pool", .string(pool.name)), ("size", JSONValue(decision.size)), ("previous", JSONValue(decision.previous)),
-                ("applied", .bool(applied)), ("pinned", .bool(pool.autoscalePinned)), ("reason", .string(decision.reason)),
-                ("peak_concurrency", JSONValue(decision.window.peakConcurrency)), ("peak_queue", JSONValue(decision.window.peakQueue)),
-                ("wait_p95_ms", JSONValue(decision.window.waitP95Milliseconds)),
-            ]
-            let level: Logger.Level = applied ? .info : .debug
-            self.logger.log(level: level, "autoscale decision", metadata: Logger.Metadata(uniqueKeysWithValues: fields.map { ($0.0, .string($0.1.serialized)) }))
-            self.emit("autoscale", fields)
+            self.logger.log(level: applied ? .info : .debug, "autoscale decision", metadata: [
+                LogKey.pool: "\(pool.name)", "size": "\(decision.size)", "previous": "\(decision.previous)", "applied": "\(applied)",
+                "pinned": "\(pool.autoscalePinned)", LogKey.reason: "\(decision.reason)",
+                "peak_concurrency": "\(decision.window.peakConcurrency)", "peak_queue": "\(decision.window.peakQueue)",
+                "wait_p95_ms": "\(decision.window.waitP95Milliseconds)",
+            ])
+            self.onEvent?(.autoscale(pool: pool.name, decision: decision, applied: applied, pinned: pool.autoscalePinned))
         }
         pool.start(poolCount: self.pools.count)
-    }
-
-    func emit(_ type: String, _ fields: [(String, JSONValue)]) {
-        self.onEvent?(type, fields)
-    }
-
-    func emit(_ type: String, _ fields: KeyValuePairs<String, JSONValue>) {
-        self.onEvent?(type, fields.map { ($0.key, $0.value) })
     }
 
     func start() {
@@ -197,63 +186,55 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// Re-reads the configuration file. A bad file changes nothing and the errors come back; otherwise pool
     /// limits and policies apply at once, new pools start, removed pools drain and close, and a changed
     /// upstream replaces its servers as they are released. Listener and socket changes need a restart.
-    func reload() throws(RPCError) -> JSONValue {
-        guard !self.isShuttingDown else {
-            throw RPCError(code: ControlError.shuttingDown, message: "Shutting down", data: ["reason": "the agent is shutting down"])
-        }
+    func reload() throws(ReloadError) -> ReloadOutcome {
+        guard !self.isShuttingDown else { throw .shuttingDown }
         let next: AgentConfiguration
         do {
             next = try ConfigLoader.load(path: self.configuration.path)
         } catch {
-            throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
-                           data: ["file": .string(error.file), "errors": [.string(error.description)]])
+            throw .invalidConfiguration(file: error.file, errors: [error.description])
         }
         for (name, settings) in next.pools where self.pools[name] != nil {
             do {
                 _ = try UpstreamConninfo(parsing: settings.upstream)
             } catch {
-                throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
-                               data: ["file": .string(next.path), "errors": [.string("pools.\(name).upstream: \(error.description)")]])
+                throw .invalidConfiguration(file: next.path, errors: ["pools.\(name).upstream: \(error.description)"])
             }
         }
         do {
             // ConfigLoader read the auth file and certificates again, even where their paths did not change.
             try self.authenticator.reload(next)
         } catch {
-            throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
-                           data: ["file": .string(next.path), "errors": [.string(error.description)]])
+            throw .invalidConfiguration(file: next.path, errors: [error.description])
         }
-        var changed: [JSONValue] = []
-        var added: [JSONValue] = []
-        var removed: [JSONValue] = []
-        var restart: [JSONValue] = []
-        if next.listen != self.configuration.listen { restart.append("agent.listen") }
+        var outcome = ReloadOutcome(file: next.path)
+        if next.listen != self.configuration.listen { outcome.requiresRestart.append("agent.listen") }
         if next.unixSocketDirectory != self.configuration.unixSocketDirectory || next.unixSocketPort != self.configuration.unixSocketPort {
-            restart.append("agent.unix_socket_dir")
+            outcome.requiresRestart.append("agent.unix_socket_dir")
         }
-        if next.controlSocket != self.configuration.controlSocket { restart.append("agent.control_socket") }
-        if next.ioUring != self.configuration.ioUring { restart.append("agent.io_uring") }
+        if next.controlSocket != self.configuration.controlSocket { outcome.requiresRestart.append("agent.control_socket") }
+        if next.ioUring != self.configuration.ioUring { outcome.requiresRestart.append("agent.io_uring") }
         for (name, settings) in next.pools.sorted(by: { $0.key < $1.key }) {
             guard let pool = self.pools[name] else {
                 do {
                     let pool = try self.makePool(settings)
                     self.pools[name] = pool
                     self.startPool(pool)
-                    added.append(.string(name))
+                    outcome.added.append(name)
                 } catch {
-                    restart.append(.string("pools.\(name)"))
+                    outcome.requiresRestart.append("pools.\(name)")
                 }
                 continue
             }
             guard pool.settings != settings else { continue }
             if pool.settings.mode != settings.mode {
-                restart.append(.string("pools.\(name).mode"))
+                outcome.requiresRestart.append("pools.\(name).mode")
             }
             pool.apply(settings)
-            changed.append(.string(name))
+            outcome.changed.append(name)
         }
         for (name, pool) in self.pools where next.pools[name] == nil {
-            removed.append(.string(name))
+            outcome.removed.append(name)
             pool.shutdown()
             for client in self.clients.values where client.pool === pool {
                 client.fatal(.fatal("57P01", "terminating connection because pool \"\(name)\" was removed from the configuration"))
@@ -262,11 +243,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             self.pools.removeValue(forKey: name)
         }
         self.configuration = next
-        let result: JSONValue = [
-            "file": .string(next.path), "changed": .array(changed), "added": .array(added),
-            "removed": .array(removed), "requires_restart": .array(restart),
-        ]
-        self.emit("reload", result.objectValue ?? [])
-        return result
+        self.onEvent?(.reload(outcome))
+        return outcome
     }
 }

@@ -31,7 +31,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
     init(runtime: AgentRuntime, agent: Agent) {
         self.runtime = runtime
         self.agent = agent
-        runtime.onEvent = { [unowned self] type, fields in self.publish(type, fields) }
+        runtime.onEvent = { [unowned self] event in self.publish(event) }
     }
 
     // MARK: Lines
@@ -100,7 +100,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             for pool in pools {
                 let wasDraining = pool.isDraining
                 pool.resume()
-                if wasDraining { self.runtime.emit("resume", ["pool": .string(pool.name)]) }
+                if wasDraining { self.publish("resume", ["pool": .string(pool.name)]) }
             }
             return .value(["resumed": .array(pools.map { .string($0.name) })])
         case "set-recycle":
@@ -110,7 +110,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             var results: [JSONValue] = []
             for pool in pools {
                 let closed = pool.reconnect()
-                self.runtime.emit("reconnect", ["pool": .string(pool.name), "closed_now": JSONValue(closed)])
+                self.publish("reconnect", ["pool": .string(pool.name), "closed_now": JSONValue(closed)])
                 results.append(["pool": .string(pool.name), "closed_now": JSONValue(closed), "replaced_on_release": JSONValue(pool.leasedCount)])
             }
             return .value(["pools": .array(results)])
@@ -128,11 +128,21 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                 throw RPCError(code: ControlError.unknownClient, message: "Unknown client", data: ["id": JSONValue(id)])
             }
             client.fatal(.fatal("57P01", "terminating connection due to administrator command"))
-            self.runtime.emit("kill", ["client": JSONValue(id)])
+            self.publish("kill", ["client": JSONValue(id)])
             return .value(["killed": JSONValue(id)])
         case "reload":
             _ = try RPCParams(request, allowed: [])
-            return .value(try self.runtime.reload())
+            do {
+                return .value(Self.json(try self.runtime.reload()))
+            } catch {
+                switch error {
+                case .shuttingDown:
+                    throw RPCError(code: ControlError.shuttingDown, message: "Shutting down", data: ["reason": "the agent is shutting down"])
+                case .invalidConfiguration(let file, let errors):
+                    throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
+                                   data: ["file": .string(file), "errors": .array(errors.map { .string($0) })])
+                }
+            }
         case "config":
             _ = try RPCParams(request, allowed: [])
             return .value(self.runtime.configuration.redactedJSON)
@@ -157,7 +167,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                 throw .invalidParams("mode must be \"graceful\" or \"immediate\"")
             }
             let deadline = try params.seconds("deadline_s")
-            self.runtime.emit("shutdown", ["mode": .string(mode)])
+            self.publish("shutdown", ["mode": .string(mode)])
             // Answer first: the connection closes with the agent.
             self.runtime.eventLoop.scheduleTask(in: .milliseconds(50)) { [agent] in agent.shutdown(shutdownMode, deadline: deadline) }
             return .value(["accepted": true, "mode": .string(mode)])
@@ -172,6 +182,35 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
     static let openRPCDocument: JSONValue = (try? JSONValue.parse(PackageResources.openrpc_json)) ?? .null
 
     // MARK: Events
+
+    /// What the runtime reported, as the `event` notification subscribers get.
+    private func publish(_ event: AgentEvent) {
+        switch event {
+        case .upstream(let pool, let up, let error):
+            self.publish("upstream", ["pool": .string(pool), "state": .string(up ? "up" : "down"), "error": error.map { .string($0) } ?? .null])
+        case .autoscale(let pool, let decision, let applied, let pinned):
+            self.publish("autoscale", [
+                "pool": .string(pool), "size": JSONValue(decision.size), "previous": JSONValue(decision.previous),
+                "applied": .bool(applied), "pinned": .bool(pinned), "reason": .string(decision.reason),
+                "peak_concurrency": JSONValue(decision.window.peakConcurrency), "peak_queue": JSONValue(decision.window.peakQueue),
+                "wait_p95_ms": JSONValue(decision.window.waitP95Milliseconds),
+            ])
+        case .reload(let outcome):
+            self.publish("reload", Self.json(outcome).objectValue ?? [])
+        }
+    }
+
+    static func json(_ outcome: ReloadOutcome) -> JSONValue {
+        [
+            "file": .string(outcome.file), "changed": .array(outcome.changed.map { .string($0) }),
+            "added": .array(outcome.added.map { .string($0) }), "removed": .array(outcome.removed.map { .string($0) }),
+            "requires_restart": .array(outcome.requiresRestart.map { .string($0) }),
+        ]
+    }
+
+    private func publish(_ type: String, _ fields: KeyValuePairs<String, JSONValue>) {
+        self.publish(type, fields.map { ($0.key, $0.value) })
+    }
 
     private func publish(_ type: String, _ fields: [(String, JSONValue)]) {
         guard !self.subscribers.isEmpty else { return }
@@ -301,7 +340,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             "close_on_release": JSONValue(max(0, pool.openCount - size - closed)),
             "autoscale": .bool(pool.autoscaler != nil && !pool.autoscalePinned),
         ]
-        self.runtime.emit("resize", result.objectValue ?? [])
+        self.publish("resize", result.objectValue ?? [])
         return result
     }
 
@@ -315,7 +354,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
         for pool in pools {
             results.append((pool.name, pool.openCount + pool.openingCount, pool.leasedCount))
             futures.append(pool.drain())
-            self.runtime.emit("drain", ["pool": .string(pool.name), "phase": "started"])
+            self.publish("drain", ["pool": .string(pool.name), "phase": "started"])
         }
         let drained = results
         let promise = loop.makePromise(of: JSONValue.self)
@@ -334,7 +373,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                 return
             }
             let elapsed = Moment.now - started
-            for pool in pools { self.runtime.emit("drain", ["pool": .string(pool.name), "phase": "finished", "elapsed_ms": JSONValue(elapsed.seconds * 1000)]) }
+            for pool in pools { self.publish("drain", ["pool": .string(pool.name), "phase": "finished", "elapsed_ms": JSONValue(elapsed.seconds * 1000)]) }
             promise.succeed([
                 "pools": .array(drained.map { ["pool": .string($0.name), "servers_closed": JSONValue($0.servers), "waited_for_busy": JSONValue($0.busy)] }),
                 "elapsed_ms": JSONValue(elapsed.seconds * 1000),
@@ -354,7 +393,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
         for pool in pools {
             if mode != nil { pool.setAdaptiveRecycle() } else if lifetime != nil { pool.setFixedRecycle() }
             pool.setRecycle(maxLifetime: lifetime.map { .some($0) }, idleTimeout: idle.map { .some($0) })
-            self.runtime.emit("recycle", [
+            self.publish("recycle", [
                 "pool": .string(pool.name),
                 "max_lifetime_s": pool.configuration.maxLifetime.map { JSONValue($0.seconds) } ?? .null,
                 "idle_timeout_s": pool.configuration.idleTimeout.map { JSONValue($0.seconds) } ?? .null,
