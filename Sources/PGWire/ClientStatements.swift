@@ -63,6 +63,14 @@ public struct ClientStatements: Sendable {
         return self.committed[name].map { .exists($0) } ?? .absent
     }
 
+    /// A name the client holds (or is preparing) for statement `statement`, for messages that name it.
+    public func name(of statement: Int) -> String? {
+        for intent in self.intents[self.intentHead...].reversed() {
+            if case .parse(let name, statement) = intent.change { return name }
+        }
+        return self.committed.first { $0.value == statement }?.key
+    }
+
     /// Records a change in flight; returns its intent id for the server machine.
     public mutating func add(_ change: Change, syncs: Int) -> Int {
         let id = self.nextIntent

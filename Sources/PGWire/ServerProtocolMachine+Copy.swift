@@ -12,8 +12,16 @@ extension ServerProtocolMachine {
             case .sync, .copyData:
                 index += 1
             case .copyDone:
+                let consumedSync = self.entries[regionStart...index].contains { if case .sync = $0 { true } else { false } }
                 self.entries.removeSubrange(regionStart...index)
                 self.mode = .normal
+                // An Execute's COPY that read the Sync sent behind it leaves its implicit transaction open
+                // until the next Sync.
+                if consumedSync, self.first == .execute,
+                    !self.entries[(self.head + 1)...].contains(where: { if case .sync = $0 { true } else { false } })
+                {
+                    self.unsynced = true
+                }
                 return nil
             default:
                 return self.doubtful("COPY FROM STDIN completed past a \(self.entries[index]) sent during it")

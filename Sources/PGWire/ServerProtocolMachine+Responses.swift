@@ -97,9 +97,9 @@ extension ServerProtocolMachine {
             self.pop()
             self.restore(id, confirmed: confirmed)
             return self.skipUntilSync() ?? .forward
-        case .replace(let id):
+        case .replace(let id, let confirmed):
             self.pop()
-            return self.skipUntilSync(keeping: [id]) ?? .forward
+            return self.skipUntilSync(keeping: [id: confirmed]) ?? .forward
         case .copyData, .copyDone, .copyFail, .answer, .barrier, .fence:
             return self.doubtful("an error where the server owed nothing that can fail")
         }
@@ -204,19 +204,20 @@ extension ServerProtocolMachine {
 
     /// After an extended-protocol error: the server discards everything up to the next Sync. What the
     /// discarded entries stood for is undone; a statement whose Close before a new Parse is discarded too
-    /// (or failed: `keeping`) stays as it was. Returns a reaction only when the machine falls into doubt.
-    mutating func skipUntilSync(keeping: Set<Int> = []) -> Reaction? {
+    /// (or failed: `keeping`, with whether it had been confirmed) stays as it was. Returns a reaction only
+    /// when the machine falls into doubt.
+    mutating func skipUntilSync(keeping: [Int: Bool] = [:]) -> Reaction? {
         var kept = keeping
         while let entry = self.first {
             switch entry {
             case .sync:
                 return nil
-            case .replace(let id):
-                kept.insert(id)
+            case .replace(let id, let confirmed):
+                kept[id] = confirmed
             case .parse(.client(let statement, let intent)):
                 if let statement {
-                    if kept.contains(statement) {
-                        self.restore(statement, confirmed: true)
+                    if let confirmed = kept[statement] {
+                        self.restore(statement, confirmed: confirmed)
                     } else {
                         self.prepared.removeValue(forKey: statement)
                     }

@@ -31,7 +31,8 @@ public struct ServerProtocolMachine: Sendable {
         case evict(Int, confirmed: Bool)
         /// The agent's Close of its statement `id` right before the client's Parse of it creates it anew, so
         /// the server parses the client's text as PostgreSQL would (it may refuse it): swallowed.
-        case replace(Int)
+        /// `confirmed`: the statement's own Parse had been answered, so a skipped Close and Parse leave it.
+        case replace(Int, confirmed: Bool)
         /// Sync. Not `certain` when a failed COPY may have consumed it: its ReadyForQuery may never come.
         case sync(certain: Bool)
         /// CopyData (one entry for a run of them), CopyDone and CopyFail: nothing answers them outside COPY.
@@ -279,10 +280,13 @@ public struct ServerProtocolMachine: Sendable {
         return evicted
     }
 
-    /// Notes that the agent's statement `id`, present here, is closed and parsed again (see `Pending.replace`).
-    public mutating func reprepare(_ id: Int) {
+    /// Notes that the agent's statement `id`, present here, is closed and parsed again (see `Pending.replace`);
+    /// returns whether its earlier Parse had been answered.
+    public mutating func reprepare(_ id: Int) -> Bool {
+        let confirmed = self.prepared[id]?.pendingSince == nil
         self.statementClock += 1
         self.prepared[id] = Prepared(lastUse: self.statementClock, pendingSince: self.syncsSent)
+        return confirmed
     }
 
     /// The server answered the Parse of statement `id`.
@@ -310,6 +314,14 @@ public struct ServerProtocolMachine: Sendable {
                 }
             }
             self.prepared = self.prepared.filter { later.contains($0.key) }
+            // A Close still owed was counted on a statement that is gone now: if it is skipped, nothing stays.
+            for index in self.head..<self.entries.count {
+                switch self.entries[index] {
+                case .evict(let id, true): self.entries[index] = .evict(id, confirmed: false)
+                case .replace(let id, true): self.entries[index] = .replace(id, confirmed: false)
+                default: break
+                }
+            }
             self.events.append(.clientStatementsDropped)
         case .statementsChanged:
             self.statementsInDoubt = true

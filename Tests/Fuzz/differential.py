@@ -136,6 +136,10 @@ class Generator:
         return [("send", self.delay(), list(messages))]
 
     def select(self, m, c):
+        if self.r.random() < 0.7:
+            # False only inside a transaction that began before this statement: one the client began, or,
+            # through a faulty pooler, another client's.
+            return self.send(("Q", f"SELECT '{m}' AS m, statement_timestamp() = transaction_timestamp() AS fresh"))
         return self.send(("Q", f"SELECT '{m}' AS m, g FROM generate_series(1, {self.r.randint(0, 3)}) g"))
 
     def error(self, m, c):
@@ -157,7 +161,8 @@ class Generator:
 
     def statement_text(self, m):
         r = self.r
-        return r.choice([f"SELECT '{m}' AS m, g FROM generate_series(1, 3) g", "SELECT 1/0", "SELEC 2", f"SELECT '{m}' AS only", "SELECT 1 WHERE false"])
+        return r.choice([f"SELECT '{m}' AS m, g FROM generate_series(1, 3) g", "SELECT 1/0", "SELEC 2", f"SELECT '{m}' AS only", "SELECT 1 WHERE false",
+                         "SELECT statement_timestamp() = transaction_timestamp() AS fresh"])
 
     def extended(self, m, c):
         """Parse, Bind, Describe, Execute of the unnamed statement and a portal; ends with Sync, or with
@@ -239,7 +244,11 @@ class Generator:
         r = self.r
         data = [("d", row) for row in self.copy_rows(m)]
         head = [("P", "", "COPY {T} FROM STDIN"), ("B", "", "", []), ("E", "", 0), ("S",)]
-        # The Sync behind the Execute may or may not be read by a failing COPY: see copy_in.
+        # The Sync behind the Execute may or may not be read by a failing COPY: see copy_in. The Sync that
+        # ends the COPY sometimes comes a while after its CopyDone and a Flush: the COPY's result arrives,
+        # and the server stays in its transaction until that Sync.
+        if r.random() < 0.3:
+            return self.send(*head) + self.send(*data, self.copy_end(), ("H",)) + [("send", 0.3, [("S",)]), ("settle", 0.2, [])]
         return self.send(*head) + self.send(*data, self.copy_end(), ("S",)) + [("settle", 0.2, [])]
 
     def copy_out(self, m, c):

@@ -398,21 +398,63 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         var machine = Machine(statementLimit: 4)
         _ = machine.prepare(3)
         machine.play([.sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)), .server(Server.parseComplete, .swallow), .ready()])
-        machine.reprepare(3)
+        let wasConfirmed = machine.reprepare(3)
+        #expect(wasConfirmed)
         machine.play([
-            .sent(.replace(3)), .sent(.parse(.client(statement: 3, intent: 1))), .sent(.sync(certain: true)),
+            .sent(.replace(3, confirmed: true)), .sent(.parse(.client(statement: 3, intent: 1))), .sent(.sync(certain: true)),
             .server(Server.closeComplete, .swallow), .error(sqlState: "25P02"), .events([.intent(1, done: false)]), .ready(.failedTransaction),
         ])
         #expect(!machine.holds(3))
         // Skipped with the Close after an earlier error: the statement is as it was.
         _ = machine.prepare(3)
         machine.play([.sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)), .server(Server.parseComplete, .swallow), .ready()])
-        machine.reprepare(3)
+        let stillConfirmed = machine.reprepare(3)
+        #expect(stillConfirmed)
         machine.play([
-            .sent(.bind), .sent(.replace(3)), .sent(.parse(.client(statement: 3, intent: 2))), .sent(.sync(certain: true)),
+            .sent(.bind), .sent(.replace(3, confirmed: true)), .sent(.parse(.client(statement: 3, intent: 2))), .sent(.sync(certain: true)),
             .error(), .events([.intent(2, done: false)]), .ready(),
         ])
         #expect(machine.presence(of: 3) == .present)
+    }
+
+    @Test func aStatementParsedTwiceBehindOneSyncIsNotKeptWhenBothAreSkipped() {
+        // The first Parse is still in flight when the second closes and parses it again; an error before
+        // both skips both, and the server never had it.
+        var machine = Machine(statementLimit: 4)
+        _ = machine.prepare(5)
+        machine.play([.sent(.execute), .sent(.parse(.client(statement: 5, intent: 1)))])
+        let wasConfirmed = machine.reprepare(5)
+        #expect(!wasConfirmed)
+        machine.play([
+            .sent(.replace(5, confirmed: false)), .sent(.parse(.client(statement: 5, intent: 2))), .sent(.sync(certain: true)),
+            .error(), .events([.intent(1, done: false), .intent(2, done: false)]), .ready(),
+        ])
+        #expect(!machine.holds(5))
+    }
+
+    @Test func anExecutesCopyThatReadItsSyncLeavesTheTransactionOpenUntilTheNext() {
+        var machine = Machine()
+        machine.play([
+            .sent(unnamedParse), .sent(.bind), .sent(.execute), .sent(.sync(certain: true)),
+            parseComplete, bindComplete, copyIn, .sent(.copyData), .sent(.copyDone), .complete(),
+        ])
+        #expect(machine.owed.isEmpty)
+        #expect(!machine.mayRelease, "the COPY read the Sync: its implicit transaction is open")
+        machine.play([.sent(.sync(certain: true)), .ready()])
+        #expect(machine.mayRelease)
+    }
+
+    @Test func aCloseCountedBeforeADeallocateAllDoesNotBringTheStatementBack() {
+        var machine = Machine(statementLimit: 1)
+        _ = machine.prepare(1)
+        machine.play([.sent(.parse(.agent(statement: 1))), .sent(.sync(certain: true)), .server(Server.parseComplete, .swallow), .ready()])
+        let evicted = machine.prepare(2)
+        #expect(evicted?.id == 1 && evicted?.confirmed == true)
+        machine.play([.sent(.execute), .sent(unnamedParse), .sent(.evict(1, confirmed: true)), .sent(.sync(certain: true))])
+        machine.commandTag(.statementsDropped)
+        machine.play([.events([.clientStatementsDropped]), .complete(), .error(), .ready()])
+        #expect(!machine.holds(1))
+        #expect(machine.statementsInDoubt)
     }
 
     @Test func aRejectedParseLeavesNoStatementBehind() {

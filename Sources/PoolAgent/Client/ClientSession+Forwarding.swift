@@ -172,10 +172,10 @@ extension ClientSession {
                             if presence == .present {
                                 // The server parses the client's text anyway, as PostgreSQL would (it refuses it
                                 // inside a failed transaction): the shared statement is closed and made anew.
-                                server.reprepareStatement(id)
+                                let confirmed = server.reprepareStatement(id)
                                 TargetMessage(kind: TargetMessage.statement, name: pool.statements.serverName(id))
                                     .encode(into: &out, type: FrontendMessageID.close)
-                                guard record(.replace(id)) else { break scan }
+                                guard record(.replace(id, confirmed: confirmed)) else { break scan }
                             } else {
                                 guard ensureRoom(for: id) else { break scan }
                             }

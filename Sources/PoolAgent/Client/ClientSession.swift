@@ -276,18 +276,32 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         self.pool?.statements.release(self.statements.dropCommitted())
     }
 
-    /// The server's refusal of a duplicate Parse (intent `id`), naming the client's statement, not the agent's.
-    func renamingDuplicate(_ id: Int, in body: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var message = allocator.buffer(capacity: body.readableBytes + 64)
+    /// An ErrorResponse for this client with the agent's statement names in its message replaced by the
+    /// client's (the refusal of a duplicate Parse, intent `duplicate`, by the name it was sent for); nil when
+    /// it names none of them.
+    func renamingStatements(in body: ByteBuffer, message: String, duplicate: Int?, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        guard let pool = self.pool else { return nil }
         var renamed = body
-        if case .duplicate(let name, let statement)? = self.statements.change(of: id), let pool = self.pool,
-            let rewritten = ErrorResponse.renaming(pool.statements.serverName(statement), to: name, inBody: body)
-        {
+        var changed = false
+        func rename(_ statement: Int, to name: String) {
+            guard let rewritten = ErrorResponse.renaming(pool.statements.serverName(statement), to: name, inBody: renamed) else { return }
             renamed = rewritten
+            changed = true
         }
-        message.writeMessage(BackendMessageID.errorResponse) { $0.writeImmutableBuffer(renamed) }
-        return message
+        if let duplicate, case .duplicate(let name, let statement)? = self.statements.change(of: duplicate) {
+            rename(statement, to: name)
+        }
+        for statement in StatementRegistry.statements(mentionedIn: message) {
+            if let name = self.statements.name(of: statement) { rename(statement, to: name) }
+        }
+        guard changed else { return nil }
+        var out = allocator.buffer(capacity: renamed.readableBytes + 5)
+        out.writeMessage(BackendMessageID.errorResponse) { $0.writeImmutableBuffer(renamed) }
+        return out
     }
+
+    /// The client ran LISTEN (in transaction mode its notifications come only while it holds a server).
+    var listened = false
 
     /// A parameter the server reported while serving this client (after a SET): the client has seen it.
     func parameterChanged(name: String, value: String) {

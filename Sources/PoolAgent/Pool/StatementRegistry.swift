@@ -76,6 +76,18 @@ final class StatementRegistry: @unchecked Sendable {  // Confined to the agent's
         for id in ids { self.release(id) }
     }
 
+    /// The ids of the agent's statements named in `text` (a server's error message).
+    static func statements(mentionedIn text: String) -> [Int] {
+        var ids: [Int] = []
+        var rest = Substring(text)
+        while let range = rest.firstRange(of: Self.prefix) {
+            let digits = rest[range.upperBound...].prefix { $0.isASCII && $0.isNumber }
+            if let id = Int(digits) { ids.append(id) }
+            rest = rest[range.upperBound...]
+        }
+        return ids
+    }
+
     /// The server-side name of `id`.
     func serverName(_ id: Int) -> String {
         self.entries[id]?.name ?? Self.prefix + String(id)

@@ -43,6 +43,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     private(set) var machine: ServerProtocolMachine
     var transactionStatus: TransactionStatus { self.machine.transactionStatus }
     let rewritesStatements: Bool
+    /// Transaction mode: clients take turns on this server.
+    let sharesServer: Bool
     /// The settings key of the client whose settings this server has; nil after a reset.
     var settingsKey: Int?
     /// Non-reported settings the agent applied for the current or last client, by lowercased name.
@@ -72,7 +74,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         self.pool = pool
         self.link = link
         self.parameters = link.parameters
-        self.rewritesStatements = pool.settings.mode == .transaction && pool.settings.maxPreparedStatements > 0
+        self.sharesServer = pool.settings.mode == .transaction
+        self.rewritesStatements = self.sharesServer && pool.settings.maxPreparedStatements > 0
         self.machine = ServerProtocolMachine(statementLimit: pool.settings.maxPreparedStatements)
         var captured = [
             BackendMessageID.readyForQuery, BackendMessageID.parameterStatus, BackendMessageID.errorResponse,
@@ -85,6 +88,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                 BackendMessageID.rowDescription, BackendMessageID.noData, BackendMessageID.portalSuspended,
             ]
         }
+        if self.sharesServer { captured.append(BackendMessageID.notificationResponse) }
         self.scanner = MessageScanner(captureTypes: MessageTypeSet(captured), maxCaptureLength: 8 << 20)
         self.createdAt = .now
         self.lastUsedAt = .now
@@ -261,8 +265,9 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     /// Whether statement `id` exists here for a message sent now (see `ServerProtocolMachine.presence`).
     func presence(of id: Int) -> ServerProtocolMachine.Presence { self.machine.presence(of: id) }
 
-    /// Notes that statement `id`, present here, is closed and parsed again for a client's Parse.
-    func reprepareStatement(_ id: Int) { self.machine.reprepare(id) }
+    /// Notes that statement `id`, present here, is closed and parsed again for a client's Parse; returns
+    /// whether its earlier Parse had been answered.
+    func reprepareStatement(_ id: Int) -> Bool { self.machine.reprepare(id) }
 
     /// Notes that statement `id` is being prepared here; returns one to close first to make room.
     func prepareStatement(_ id: Int) -> (id: Int, confirmed: Bool)? { self.machine.prepare(id) }
@@ -303,9 +308,18 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             scan: while true {
                 switch try self.scanner.next(in: buffer, cursor: &cursor) {
                 case .message(let type, let start, let captured):
-                    if type == BackendMessageID.commandComplete, let captured { self.commandTag(captured, in: buffer) }
+                    if type == BackendMessageID.commandComplete, let captured { self.commandTag(captured, in: buffer, client: client) }
+                    if type == BackendMessageID.notificationResponse, self.sharesServer, !(client?.listened ?? false) {
+                        // A notification for a LISTEN left behind by another client (one a function ran, with
+                        // no tag to see): not this client's. The server is unlistened before it serves anyone.
+                        self.machine.commandTag(.listen)
+                        if let client, start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
+                        runStart = cursor
+                        continue
+                    }
                     if self.machine.passesThrough(type) { continue }
                     let reaction: ServerProtocolMachine.Reaction
+                    var errorMessage: String? = nil
                     switch type {
                     case BackendMessageID.readyForQuery:
                         reaction = self.machine.readyForQuery(try TransactionStatus.decode(captured!, in: buffer))
@@ -319,16 +333,24 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                         if self.internalQuery != nil, self.internalQuery?.firstError == nil, error.severity == .error || error.severity == .fatal {
                             self.internalQuery?.firstError = error
                         }
+                        errorMessage = error.message
                         reaction = self.machine.errorResponse(fatal: error.severity == .fatal || error.severity == .panic, sqlState: error.sqlState)
                     case BackendMessageID.commandComplete:
                         reaction = self.machine.commandComplete()
                     default:
                         reaction = self.machine.message(type)
                     }
-                    // Renamed before the events resolve the duplicate's intent.
+                    // An error naming the agent's statements names the client's instead; renamed before the
+                    // events resolve a duplicate's intent.
                     var renamed: ByteBuffer? = nil
-                    if case .rewriteDuplicate(let intent) = reaction, let client {
-                        renamed = client.renamingDuplicate(intent, in: captured!.slice(of: buffer), allocator: self.allocator)
+                    if let errorMessage, let client, self.rewritesStatements {
+                        var duplicate: Int? = nil
+                        if case .rewriteDuplicate(let intent) = reaction { duplicate = intent }
+                        if duplicate != nil || errorMessage.contains(StatementRegistry.prefix) {
+                            renamed = client.renamingStatements(
+                                in: captured!.slice(of: buffer), message: errorMessage, duplicate: duplicate, allocator: self.allocator
+                            )
+                        }
                     }
                     var answersFirst = SynthesizedResponses()
                     var answers = SynthesizedResponses()
@@ -363,17 +385,15 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                         client.writeFromServer(answersFirst.encoded(allocator: self.allocator))
                     }
                     switch reaction {
-                    case .forward:
-                        break
-                    case .swallow:
-                        if let client, start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
-                        runStart = cursor
-                    case .rewriteDuplicate:
+                    case .forward, .rewriteDuplicate:
                         if let client, let renamed {
                             if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
                             runStart = cursor
                             client.writeFromServer(renamed)
                         }
+                    case .swallow:
+                        if let client, start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
+                        runStart = cursor
                     case .close(let reason):
                         if let client {
                             if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
@@ -427,7 +447,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     }
 
     /// Command tags that change more than the transaction: statements, listening, settings.
-    private func commandTag(_ captured: MessageBody, in buffer: ByteBuffer) {
+    private func commandTag(_ captured: MessageBody, in buffer: ByteBuffer, client: ClientSession?) {
         // Most tags (SELECT, INSERT, COMMIT …) are none of these: one byte tells.
         let first = captured.firstByte(in: buffer)
         guard first == UInt8(ascii: "D") || first == UInt8(ascii: "R") || first == UInt8(ascii: "P") || first == UInt8(ascii: "L")
@@ -435,13 +455,15 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         let tag = captured.slice(of: buffer).readableBytesView
         if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "DEALLOCATE ALL".utf8) {
             self.machine.commandTag(.statementsDropped)
-        } else if tag.starts(with: "DISCARD".utf8) || tag.starts(with: "DEALLOCATE".utf8) || tag.starts(with: "PREPARE".utf8)
-            || tag.elementsEqual("DO\0".utf8)
-        {
-            // A DO block can run PREPARE and DEALLOCATE without their tags.
+        } else if tag.starts(with: "DISCARD".utf8) || tag.starts(with: "DEALLOCATE".utf8) || tag.starts(with: "PREPARE".utf8) {
             self.machine.commandTag(.statementsChanged)
+        } else if tag.elementsEqual("DO\0".utf8) {
+            // A DO block can run PREPARE, DEALLOCATE and LISTEN without their tags.
+            self.machine.commandTag(.statementsChanged)
+            self.machine.commandTag(.listen)
         } else if tag.starts(with: "LISTEN".utf8) {
             self.machine.commandTag(.listen)
+            client?.listened = true
         }
         // DISCARD ALL and RESET undo settings the agent applied: sync again next time.
         if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "RESET".utf8) {
