@@ -118,30 +118,46 @@ extension BackendMessageID {
 
 // MARK: Peeking at names
 
-// Transaction mode rewrites only named statements; these tell from the first bytes of a body whether a
-// message names one, so the unnamed ones (most drivers' extended protocol) pass without being decoded.
+// Transaction mode rewrites only named statements; these tell from the first bytes of a captured body, where it
+// lies in the scanned buffer, whether a message names one, so the unnamed ones (most drivers' extended
+// protocol) pass without being sliced or decoded.
+
+extension MessageBody {
+    /// The body's byte at `offset`, if the body is that long.
+    @inlinable
+    public func byte(at offset: Int, in buffer: ByteBuffer) -> UInt8? {
+        offset < self.length ? buffer.getInteger(at: self.index + offset, as: UInt8.self) : nil
+    }
+}
 
 extension ParseMessage {
     /// True when the Parse in `body` prepares the unnamed statement.
-    public static func isUnnamed(_ body: ByteBuffer) -> Bool {
-        body.getInteger(at: body.readerIndex, as: UInt8.self) == 0
+    @inlinable
+    public static func isUnnamed(_ body: MessageBody, in buffer: ByteBuffer) -> Bool {
+        body.byte(at: 0, in: buffer) == 0
     }
 }
 
 extension BindMessage {
     /// True when the Bind in `body` binds the unnamed statement; false also when the body is malformed.
-    public static func bindsUnnamedStatement(_ body: ByteBuffer) -> Bool {
-        guard let portalEnd = body.readableBytesView.firstIndex(of: 0) else { return false }
-        return body.getInteger(at: portalEnd + 1, as: UInt8.self) == 0
+    @inlinable
+    public static func bindsUnnamedStatement(_ body: MessageBody, in buffer: ByteBuffer) -> Bool {
+        // Usually the unnamed portal: its terminator first, then the statement name's first byte.
+        if body.byte(at: 0, in: buffer) == 0 { return body.byte(at: 1, in: buffer) == 0 }
+        var offset = 1
+        while let byte = body.byte(at: offset, in: buffer) {
+            if byte == 0 { return body.byte(at: offset + 1, in: buffer) == 0 }
+            offset += 1
+        }
+        return false
     }
 }
 
 extension TargetMessage {
     /// True when the Describe or Close in `body` targets a named prepared statement.
-    public static func namesStatement(_ body: ByteBuffer) -> Bool {
-        guard let kind = body.getInteger(at: body.readerIndex, as: UInt8.self),
-            let first = body.getInteger(at: body.readerIndex + 1, as: UInt8.self)
-        else { return false }
+    @inlinable
+    public static func namesStatement(_ body: MessageBody, in buffer: ByteBuffer) -> Bool {
+        guard let kind = body.byte(at: 0, in: buffer), let first = body.byte(at: 1, in: buffer) else { return false }
         return kind == Self.statement && first != 0
     }
 }

@@ -17,7 +17,7 @@ extension ServerProtocolMachine {
                 self.mode = .normal
                 // An Execute's COPY that read the Sync sent behind it leaves its implicit transaction open
                 // until the next Sync.
-                if consumedSync, self.first == .execute,
+                if consumedSync, case .execute? = self.first,
                     !self.entries[(self.head + 1)...].contains(where: { if case .sync = $0 { true } else { false } })
                 {
                     self.unsynced = true
@@ -60,7 +60,8 @@ extension ServerProtocolMachine {
         self.mode = .normal
         // A failed Execute makes the server skip until a Sync it reads in its main loop; a failed Query
         // still owes its ReadyForQuery.
-        let extended = self.first == .execute
+        let extended: Bool
+        if case .execute? = self.first { extended = true } else { extended = false }
         if extended { self.pop() }
         guard uncertain > 0 else {
             if extended { return self.skipUntilSync() ?? .forward }
@@ -123,8 +124,8 @@ extension ServerProtocolMachine {
     /// A server message other than ReadyForQuery while uncertain Syncs are at the head: the failed COPY
     /// consumed them.
     mutating func dropConsumedSyncs() {
-        guard self.first == .sync(certain: false) else { return }
-        while self.first == .sync(certain: false) { self.pop() }
+        guard self.head < self.entries.count, case .sync(certain: false) = self.entries[self.head] else { return }
+        while self.head < self.entries.count, case .sync(certain: false) = self.entries[self.head] { self.pop() }
         self.settle(first: true)
     }
 
@@ -132,7 +133,7 @@ extension ServerProtocolMachine {
     /// ones left over when a server message shows the rest were consumed.
     mutating func insertCertainSync() {
         var index = self.entries.count
-        while index > self.head, self.entries[index - 1] == .sync(certain: false) { index -= 1 }
+        while index > self.head, case .sync(certain: false) = self.entries[index - 1] { index -= 1 }
         self.entries.insert(.sync(certain: true), at: index)
     }
 }

@@ -23,7 +23,7 @@ extension ServerProtocolMachine {
 
     /// ReadyForQuery with the server's transaction status.
     public mutating func readyForQuery(_ status: TransactionStatus) -> Reaction {
-        if let doubt = self.doubt { return .close(doubt) }
+        if self.inDoubt { return .close }
         guard self.mode == .normal else { return self.doubtful("ReadyForQuery during COPY") }
         self.transactionStatus = status
         var reaction = Reaction.forward
@@ -38,18 +38,17 @@ extension ServerProtocolMachine {
         default:
             return self.doubtful("ReadyForQuery with no Sync or Query owed")
         }
-        self.pop()
-        self.settle()
+        self.popAndSettle()
         return reaction
     }
 
     /// ErrorResponse; `fatal` for FATAL and PANIC, `sqlState` its code.
     public mutating func errorResponse(fatal: Bool, sqlState: String) -> Reaction {
-        if let doubt = self.doubt { return .close(doubt) }
+        if self.inDoubt { return .close }
         if fatal {
             // The server ends the connection after it: nothing more is owed, and it is never reused.
             self.closing = true
-            return self.first == .agentQuery ? .swallow : .forward
+            return self.owesAgentQuery ? .swallow : .forward
         }
         switch self.mode {
         case .copyIn:
@@ -57,7 +56,7 @@ extension ServerProtocolMachine {
         case .copyOut, .copyOutDone:
             self.mode = .normal
         case .normal:
-            self.dropConsumedSyncs()
+            if self.owesUncertainSync { self.dropConsumedSyncs() }
         }
         guard let entry = self.first else { return self.doubtful("an error with nothing owed") }
         switch entry {
@@ -107,7 +106,7 @@ extension ServerProtocolMachine {
 
     /// CommandComplete; tags that matter beyond the transaction go to `commandTag` first.
     public mutating func commandComplete() -> Reaction {
-        if let doubt = self.doubt { return .close(doubt) }
+        if self.inDoubt { return .close }
         switch self.mode {
         case .copyIn:
             if let reaction = self.copyInCompleted() { return reaction }
@@ -116,7 +115,7 @@ extension ServerProtocolMachine {
         case .copyOutDone:
             self.mode = .normal
         case .normal:
-            self.dropConsumedSyncs()
+            if self.owesUncertainSync { self.dropConsumedSyncs() }
         }
         switch self.first {
         case .query?:
@@ -124,8 +123,7 @@ extension ServerProtocolMachine {
         case .agentQuery?:
             return .swallow
         case .execute?:
-            self.pop()
-            self.settle()
+            self.popAndSettle()
             return .forward
         default:
             return self.doubtful("CommandComplete with no Query or Execute owed")
@@ -135,9 +133,9 @@ extension ServerProtocolMachine {
     /// Any other server message: ParseComplete, BindComplete, CloseComplete, descriptions, rows, COPY,
     /// EmptyQueryResponse, PortalSuspended, FunctionCallResponse, notices and notifications.
     public mutating func message(_ type: UInt8) -> Reaction {
-        if let doubt = self.doubt { return .close(doubt) }
+        if self.inDoubt { return .close }
         if type == Server.noticeResponse || type == Server.notificationResponse || type == Server.parameterStatus {
-            return self.first == .agentQuery ? .swallow : .forward
+            return self.owesAgentQuery ? .swallow : .forward
         }
         switch self.mode {
         case .copyIn:
@@ -155,51 +153,84 @@ extension ServerProtocolMachine {
         case .normal:
             break
         }
-        self.dropConsumedSyncs()
-        guard let entry = self.first else {
+        if self.owesUncertainSync { self.dropConsumedSyncs() }
+        guard self.head < self.entries.count else {
             return self.doubtful("message type \(Self.name(type)) with nothing owed")
         }
-        switch (type, entry) {
-        case (Server.parseComplete, .parse(let kind)):
-            if case .duplicate = kind { return self.doubtful("the server accepted a Parse of a name it already had") }
-            self.pop()
+        // What is owed first decides; each kind of entry takes only a few message types.
+        let entry = self.entries[self.head]
+        switch entry {
+        case .parse(let kind):
+            guard type == Server.parseComplete else { break }
             switch kind {
-            case .client(let statement, _): if let statement { self.confirm(statement) }
-            case .agent(let statement): self.confirm(statement)
-            case .duplicate: break
+            case .client(let statement, let intent):
+                self.popAndSettle()
+                if let statement { self.confirm(statement) }
+                if let intent { self.events.append(.intent(intent, done: true)) }
+                return .forward
+            case .agent(let statement):
+                self.popAndSettle()
+                self.confirm(statement)
+                return .swallow
+            case .duplicate:
+                return self.doubtful("the server accepted a Parse of a name it already had")
             }
-            if case .client(_, let intent?) = kind { self.events.append(.intent(intent, done: true)) }
-            self.settle()
-            if case .agent = kind { return .swallow }
+        case .bind:
+            guard type == Server.bindComplete else { break }
+            self.popAndSettle()
             return .forward
-        case (Server.bindComplete, .bind), (Server.noData, .describe), (Server.rowDescription, .describe),
-            (Server.closeComplete, .close), (Server.emptyQueryResponse, .execute), (Server.portalSuspended, .execute):
-            self.pop()
-            self.settle()
+        case .describe:
+            if type == Server.parameterDescription { return .forward }
+            guard type == Server.rowDescription || type == Server.noData else { break }
+            self.popAndSettle()
             return .forward
-        case (Server.closeComplete, .evict), (Server.closeComplete, .replace):
-            self.pop()
-            self.settle()
+        case .execute:
+            switch type {
+            case Server.dataRow:
+                return .forward
+            case Server.emptyQueryResponse, Server.portalSuspended:
+                self.popAndSettle()
+                return .forward
+            case Server.copyInResponse:
+                self.mode = .copyIn
+                return .forward
+            case Server.copyOutResponse:
+                self.mode = .copyOut
+                return .forward
+            default:
+                break
+            }
+        case .query:
+            switch type {
+            case Server.dataRow, Server.rowDescription, Server.emptyQueryResponse, Server.functionCallResponse:
+                return .forward
+            case Server.copyInResponse:
+                self.mode = .copyIn
+                return .forward
+            case Server.copyOutResponse:
+                self.mode = .copyOut
+                return .forward
+            default:
+                break
+            }
+        case .agentQuery:
+            if type == Server.dataRow || type == Server.rowDescription || type == Server.emptyQueryResponse { return .swallow }
+        case .close:
+            guard type == Server.closeComplete else { break }
+            self.popAndSettle()
+            return .forward
+        case .evict, .replace:
+            guard type == Server.closeComplete else { break }
+            self.popAndSettle()
             return .swallow
-        case (Server.parameterDescription, .describe):
-            return .forward
-        case (Server.dataRow, .query), (Server.dataRow, .execute), (Server.rowDescription, .query),
-            (Server.emptyQueryResponse, .query), (Server.functionCallResponse, .query):
-            return .forward
-        case (Server.dataRow, .agentQuery), (Server.rowDescription, .agentQuery), (Server.emptyQueryResponse, .agentQuery):
-            return .swallow
-        case (Server.copyInResponse, .query), (Server.copyInResponse, .execute):
-            self.mode = .copyIn
-            return .forward
-        case (Server.copyOutResponse, .query), (Server.copyOutResponse, .execute):
-            self.mode = .copyOut
-            return .forward
-        case (Server.emptyQueryResponse, .fence(answered: false)):
+        case .fence(answered: false):
+            guard type == Server.emptyQueryResponse else { break }
             self.entries[self.head] = .fence(answered: true)
             return .swallow
-        default:
-            return self.doubtful("message type \(Self.name(type)) where \(entry) was owed")
+        case .fence(answered: true), .sync, .copyData, .copyDone, .copyFail, .answer, .barrier:
+            break
         }
+        return self.doubtful("message type \(Self.name(type)) where \(entry) was owed")
     }
 
     /// After an extended-protocol error: the server discards everything up to the next Sync. What the

@@ -68,8 +68,8 @@ public struct ServerProtocolMachine: Sendable {
         case swallow
         /// Forward this ErrorResponse with the server-side statement name replaced by the client's.
         case rewriteDuplicate(intent: Int)
-        /// The server said something the machine cannot place: close it, never reuse it.
-        case close(String)
+        /// The server said something the machine cannot place: close it, never reuse it (`doubt` says why).
+        case close
     }
 
     /// What follows from a server message, besides its own reaction, in order.
@@ -99,8 +99,9 @@ public struct ServerProtocolMachine: Sendable {
         case answerNow
         /// A Sync after a failed COPY: send it, then the fence (an empty Query), recorded too.
         case recordedThenFence
-        /// The server cannot be told this without the machine losing track of it: close the server.
-        case close(String)
+        /// The server cannot be told this without the machine losing track of it: close the server (`doubt`
+        /// says why).
+        case close
     }
 
     /// Command tags that change what the server holds beyond the transaction.
@@ -137,7 +138,11 @@ public struct ServerProtocolMachine: Sendable {
     /// the last one, and is skipped by the server if any of them fails.
     public internal(set) var syncsSent = 0
     /// Why the server must be closed, once anything put the machine in doubt.
-    public internal(set) var doubt: String?
+    public internal(set) var doubt: String? {
+        didSet { self.inDoubt = self.doubt != nil }
+    }
+    /// `doubt` is set: read on every release check, where comparing the optional text would copy the machine.
+    @usableFromInline var inDoubt = false
     /// The server sent a FATAL error: it is closing the connection.
     public internal(set) var closing = false
     /// The server's prepared statements may differ from `prepared`: reset them before anyone else uses it.
@@ -145,7 +150,7 @@ public struct ServerProtocolMachine: Sendable {
     /// A LISTEN ran: unlisten before anyone else uses the server.
     public internal(set) var listening = false
     /// What the messages handled so far made due, in order; `takeEvents` empties it.
-    public internal(set) var events: [Event] = []
+    @usableFromInline var events: [Event] = []
 
     /// One of the agent's statements on this server.
     @usableFromInline struct Prepared: Sendable {
@@ -178,16 +183,23 @@ public struct ServerProtocolMachine: Sendable {
     /// Nothing owed, no COPY, no error skipping, nothing in doubt.
     @inlinable public var isIdle: Bool {
         self.head == self.entries.count && self.mode == .normal && !self.skippingUntilSync && !self.fenceOwed
-            && !self.unsynced && self.doubt == nil && !self.closing
+            && !self.unsynced && !self.inDoubt && !self.closing
     }
 
     /// The one answer to "may this server serve someone else now?": idle, outside a transaction.
     @inlinable public var mayRelease: Bool { self.isIdle && self.transactionStatus == .idle }
 
+    /// `mayRelease`, for a machine kept in a class: read in place, where the getter would copy the machine
+    /// (its arrays and dictionary retained and released) on every release check.
+    @inlinable public mutating func checkRelease() -> Bool { self.mayRelease }
+
+    /// `isIdle`, read in place likewise.
+    @inlinable public mutating func checkIdle() -> Bool { self.isIdle }
+
     /// Entries still owed, oldest first.
     public var owed: ArraySlice<Pending> { self.entries[self.head...] }
 
-    public var hasEvents: Bool { !self.events.isEmpty }
+    @inlinable public var hasEvents: Bool { !self.events.isEmpty }
 
     /// Hands out the events made due so far, oldest first.
     public mutating func takeEvents() -> [Event] {
@@ -198,53 +210,75 @@ public struct ServerProtocolMachine: Sendable {
 
     @inlinable var first: Pending? { self.head < self.entries.count ? self.entries[self.head] : nil }
 
+    /// A Sync a failed COPY may have consumed is what the server answers now.
+    @inlinable var owesUncertainSync: Bool {
+        guard self.head < self.entries.count, case .sync(certain: false) = self.entries[self.head] else { return false }
+        return true
+    }
+
+    /// The agent's own query is what the server answers now.
+    var owesAgentQuery: Bool {
+        guard self.head < self.entries.count, case .agentQuery = self.entries[self.head] else { return false }
+        return true
+    }
+
     // MARK: Sending
 
     /// Records a message sent to the server (or an answer the agent will give); see `SendOutcome`.
     public mutating func send(_ pending: Pending) -> SendOutcome {
-        if let doubt = self.doubt { return .close(doubt) }
-        if self.skippingUntilSync {
-            guard case .sync = pending else { return .discarded }
-            self.skippingUntilSync = false
-        }
-        if self.fenceOwed {
-            switch pending {
-            case .copyData, .copyDone, .copyFail:
-                // Nothing answers these, whether the server is still skipping or not.
-                return .discarded
-            case .sync:
-                // After this Sync the server runs the fence whatever the failed COPY consumed.
-                self.fenceOwed = false
-                self.unsynced = false
-                self.syncsSent += 1
-                self.insertCertainSync()
-                self.entries.append(.fence(answered: false))
-                return .recordedThenFence
-            default:
-                return self.enterDoubt("the client sent a request before the Sync that ends a failed COPY")
-            }
-        }
+        if self.inDoubt { return .close }
+        if self.skippingUntilSync || self.fenceOwed { return self.sendAfterFailure(pending) }
+        let empty = self.head == self.entries.count
         switch pending {
-        case .answer:
-            if self.head == self.entries.count { return .answerNow }
-        case .copyData:
-            // Outside COPY the server ignores COPY messages; only a COPY that may still start reads them.
-            if self.head == self.entries.count { return .discarded }
-            if self.entries.last == .copyData { return .recorded }
-        case .copyDone, .copyFail:
-            if self.head == self.entries.count { return .discarded }
+        case .parse, .bind, .describe, .execute, .close, .evict, .replace:
+            self.unsynced = true
         case .sync:
             self.syncsSent += 1
             self.unsynced = false
         case .query:
             self.unsynced = false
-        case .parse, .bind, .describe, .execute, .close, .evict, .replace:
-            self.unsynced = true
+        case .answer:
+            if empty { return .answerNow }
+        case .copyData:
+            // Outside COPY the server ignores COPY messages; only a COPY that may still start reads them.
+            if empty { return .discarded }
+            if case .copyData? = self.entries.last { return .recorded }
+        case .copyDone, .copyFail:
+            if empty { return .discarded }
         case .agentQuery, .fence, .barrier:
             break
         }
         self.entries.append(pending)
         return .recorded
+    }
+
+    /// `send` while the server skips to the next Sync after an error, or a failed COPY owes its fence.
+    private mutating func sendAfterFailure(_ pending: Pending) -> SendOutcome {
+        if self.skippingUntilSync {
+            guard case .sync = pending else { return .discarded }
+            self.skippingUntilSync = false
+            if !self.fenceOwed {
+                self.syncsSent += 1
+                self.unsynced = false
+                self.entries.append(pending)
+                return .recorded
+            }
+        }
+        switch pending {
+        case .copyData, .copyDone, .copyFail:
+            // Nothing answers these, whether the server is still skipping or not.
+            return .discarded
+        case .sync:
+            // After this Sync the server runs the fence whatever the failed COPY consumed.
+            self.fenceOwed = false
+            self.unsynced = false
+            self.syncsSent += 1
+            self.insertCertainSync()
+            self.entries.append(.fence(answered: false))
+            return .recordedThenFence
+        default:
+            return self.enterDoubt("the client sent a request before the Sync that ends a failed COPY")
+        }
     }
 
     // MARK: Statements on this server
@@ -336,12 +370,12 @@ public struct ServerProtocolMachine: Sendable {
     @discardableResult
     mutating func enterDoubt(_ reason: String) -> SendOutcome {
         if self.doubt == nil { self.doubt = reason }
-        return .close(self.doubt!)
+        return .close
     }
 
     mutating func doubtful(_ reason: String) -> Reaction {
         self.enterDoubt(reason)
-        return .close(self.doubt!)
+        return .close
     }
 
     // MARK: Queue
@@ -349,7 +383,7 @@ public struct ServerProtocolMachine: Sendable {
     @usableFromInline mutating func pop() {
         self.head += 1
         if self.head == self.entries.count {
-            self.entries.removeAll(keepingCapacity: true)
+            self.entries.removeAllKeepingStorage()
             self.head = 0
         } else if self.head >= 32 && self.head * 2 >= self.entries.count {
             self.entries.removeFirst(self.head)
@@ -357,11 +391,23 @@ public struct ServerProtocolMachine: Sendable {
         }
     }
 
+    /// The head was answered: on to the next, handing out what became due (`settle`) when the next is an
+    /// answer of the agent's or a COPY message, not a request.
+    @inlinable mutating func popAndSettle() {
+        self.pop()
+        guard self.head < self.entries.count else { return }
+        switch self.entries[self.head] {
+        case .answer, .barrier, .copyData, .copyDone, .copyFail: self.settle()
+        default: break
+        }
+    }
+
     /// After the head was answered: answers now due are handed out (`first`: before the message being
     /// handled), and COPY messages the server reads in its main loop (where it ignores them) are dropped.
+    @usableFromInline
     mutating func settle(first: Bool = false) {
-        while let entry = self.first {
-            switch entry {
+        while self.head < self.entries.count {
+            switch self.entries[self.head] {
             case .answer(let type, let intent):
                 self.events.append(first ? .answerFirst(type) : .answer(type))
                 self.events.append(.intent(intent, done: true))
@@ -375,4 +421,5 @@ public struct ServerProtocolMachine: Sendable {
             self.pop()
         }
     }
+
 }

@@ -158,7 +158,7 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
             #expect(machine.doubt != nil)
             #expect(!machine.mayRelease)
             let outcome = machine.send(.query)
-            #expect(outcome == .close(machine.doubt!))
+            #expect(outcome == .close)
         }
         var machine = Machine()
         guard case .close = machine.readyForQuery(.idle) else {

@@ -48,8 +48,8 @@ extension ClientSession {
                 fence.writeQuery("")
                 server.write(fence)
                 return true
-            case .close(let reason):
-                ending = .serverInDoubt(reason)
+            case .close:
+                ending = .serverInDoubt(server.doubt ?? "the protocol machine refused a message")
                 return false
             }
         }
@@ -99,7 +99,7 @@ extension ClientSession {
                         }
                         continue
                     }
-                    let rewriting = server.rewritesStatements && captured != nil
+                    let rewriting = server.rewritesStatements
                     switch type {
                     case FrontendMessageID.query, FrontendMessageID.functionCall:
                         server.requestStarted()
@@ -128,12 +128,12 @@ extension ClientSession {
                         ending = .terminate
                         break scan
                     case FrontendMessageID.parse:
-                        var body = captured?.slice(of: buffer)
-                        guard rewriting, !ParseMessage.isUnnamed(body!) else {
+                        guard rewriting, let captured, !ParseMessage.isUnnamed(captured, in: buffer) else {
                             guard record(.parse(.client(statement: nil, intent: nil))) else { break scan }
                             continue
                         }
-                        let parse = try ParseMessage.decode(from: &body!)
+                        var body = captured.slice(of: buffer)
+                        let parse = try ParseMessage.decode(from: &body)
                         switch self.statements.lookup(parse.statement, syncs: server.syncsSent) {
                         case .unresolved:
                             passRun(until: start)
@@ -188,12 +188,12 @@ extension ClientSession {
                             server.write(out)
                         }
                     case FrontendMessageID.bind:
-                        var body = captured?.slice(of: buffer)
-                        guard rewriting, !BindMessage.bindsUnnamedStatement(body!) else {
+                        guard rewriting, let captured, !BindMessage.bindsUnnamedStatement(captured, in: buffer) else {
                             guard record(.bind) else { break scan }
                             continue
                         }
-                        var bind = try BindMessage.decode(from: &body!)
+                        var body = captured.slice(of: buffer)
+                        var bind = try BindMessage.decode(from: &body)
                         switch self.statements.lookup(bind.statement, syncs: server.syncsSent) {
                         case .unresolved:
                             passRun(until: start)
@@ -212,12 +212,12 @@ extension ClientSession {
                             server.write(out)
                         }
                     case FrontendMessageID.describe:
-                        var body = captured?.slice(of: buffer)
-                        guard rewriting, TargetMessage.namesStatement(body!) else {
+                        guard rewriting, let captured, TargetMessage.namesStatement(captured, in: buffer) else {
                             guard record(.describe) else { break scan }
                             continue
                         }
-                        var describe = try TargetMessage.decode(from: &body!)
+                        var body = captured.slice(of: buffer)
+                        var describe = try TargetMessage.decode(from: &body)
                         switch self.statements.lookup(describe.name, syncs: server.syncsSent) {
                         case .unresolved:
                             passRun(until: start)
@@ -235,14 +235,14 @@ extension ClientSession {
                             server.write(out)
                         }
                     case FrontendMessageID.close:
-                        var body = captured?.slice(of: buffer)
-                        guard rewriting, TargetMessage.namesStatement(body!) else {
+                        guard rewriting, let captured, TargetMessage.namesStatement(captured, in: buffer) else {
                             guard record(.close) else { break scan }
                             continue
                         }
+                        var body = captured.slice(of: buffer)
                         // The server-side statement stays for others; the LRU closes it in time. PostgreSQL
                         // answers CloseComplete whether the name exists or not.
-                        let close = try TargetMessage.decode(from: &body!)
+                        let close = try TargetMessage.decode(from: &body)
                         replace(from: start)
                         let intent = self.statements.add(.close(name: close.name), syncs: server.syncsSent)
                         guard record(.answer(type: BackendMessageID.closeComplete, intent: intent)) else { break scan }

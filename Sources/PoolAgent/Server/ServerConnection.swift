@@ -117,7 +117,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     /// True when the machine says the server may serve someone else and the agent holds no part of a message.
     var isIdleForRelease: Bool {
-        self.machine.mayRelease && self.internalQuery == nil && self.scanner.isAtBoundary
+        self.machine.checkRelease() && self.internalQuery == nil && self.scanner.isAtBoundary
     }
 
     /// Something sent to the server is still unanswered (for `query_timeout`, cancels and idle timeouts).
@@ -274,6 +274,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     var preparedCount: Int { self.machine.preparedCount }
     var skippingUntilSync: Bool { self.machine.skippingUntilSync }
+    /// Why the protocol machine gave up on this server, if it did.
+    var doubt: String? { self.machine.doubt }
     var syncsSent: Int { self.machine.syncsSent }
 
     /// Queues bytes for the server; `flush` sends them.
@@ -308,7 +310,12 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             scan: while true {
                 switch try self.scanner.next(in: buffer, cursor: &cursor) {
                 case .message(let type, let start, let captured):
-                    if type == BackendMessageID.commandComplete, let captured { self.commandTag(captured, in: buffer, client: client) }
+                    // Most tags (SELECT, INSERT, COMMIT …) are none of those `commandTag` looks for: one byte tells.
+                    if type == BackendMessageID.commandComplete, let captured, let first = captured.firstByte(in: buffer),
+                        first == UInt8(ascii: "D") || first == UInt8(ascii: "R") || first == UInt8(ascii: "P") || first == UInt8(ascii: "L")
+                    {
+                        self.commandTag(captured, in: buffer, client: client)
+                    }
                     if type == BackendMessageID.notificationResponse, self.sharesServer, !(client?.listened ?? false) {
                         // A notification for a LISTEN left behind by another client (one a function ran, with
                         // no tag to see): not this client's. The server is unlistened before it serves anyone.
@@ -340,6 +347,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                     default:
                         reaction = self.machine.message(type)
                     }
+                    // Most messages: forwarded, nothing else follows from them.
+                    if case .forward = reaction, errorMessage == nil, !self.machine.hasEvents { continue }
                     // An error naming the agent's statements names the client's instead; renamed before the
                     // events resolve a duplicate's intent.
                     var renamed: ByteBuffer? = nil
@@ -394,7 +403,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                     case .swallow:
                         if let client, start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
                         runStart = cursor
-                    case .close(let reason):
+                    case .close:
+                        let reason = self.machine.doubt ?? "the protocol machine refused a server message"
                         if let client {
                             if start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
                             client.flushFromServer()
@@ -421,7 +431,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             query.writeQuery("")
             self.transport.writeAndFlush(query)
         }
-        if self.busySince != nil, self.machine.isIdle, self.internalQuery == nil { self.requestFinished() }
+        if self.busySince != nil, self.machine.checkIdle(), self.internalQuery == nil { self.requestFinished() }
         if let client {
             if forwardableEnd > runStart {
                 client.writeFromServer(buffer.getSlice(at: runStart, length: forwardableEnd - runStart)!)
@@ -448,10 +458,6 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     /// Command tags that change more than the transaction: statements, listening, settings.
     private func commandTag(_ captured: MessageBody, in buffer: ByteBuffer, client: ClientSession?) {
-        // Most tags (SELECT, INSERT, COMMIT …) are none of these: one byte tells.
-        let first = captured.firstByte(in: buffer)
-        guard first == UInt8(ascii: "D") || first == UInt8(ascii: "R") || first == UInt8(ascii: "P") || first == UInt8(ascii: "L")
-        else { return }
         let tag = captured.slice(of: buffer).readableBytesView
         if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "DEALLOCATE ALL".utf8) {
             self.machine.commandTag(.statementsDropped)
