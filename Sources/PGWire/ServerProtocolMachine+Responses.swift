@@ -164,13 +164,14 @@ extension ServerProtocolMachine {
             guard type == Server.parseComplete else { break }
             switch kind {
             case .client(let statement, let intent):
-                self.popAndSettle()
+                // Its intent resolves before the answers behind it do.
                 if let statement { self.confirm(statement) }
                 if let intent { self.events.append(.intent(intent, done: true)) }
+                self.popAndSettle()
                 return .forward
             case .agent(let statement):
-                self.popAndSettle()
                 self.confirm(statement)
+                self.popAndSettle()
                 return .swallow
             case .duplicate:
                 return self.doubtful("the server accepted a Parse of a name it already had")

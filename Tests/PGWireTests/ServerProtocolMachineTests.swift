@@ -349,6 +349,15 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         #expect(machine.mayRelease)
     }
 
+    @Test func aParsesIntentResolvesBeforeTheAnswerBehindIt() {
+        var machine = Machine()
+        machine.play([
+            .sent(.parse(.client(statement: 3, intent: 5))), .sent(.answer(type: Server.closeComplete, intent: 6)),
+            .sent(.sync(certain: true)), parseComplete,
+            .events([.intent(5, done: true), .answer(Server.closeComplete), .intent(6, done: true)]), .ready(),
+        ])
+    }
+
     @Test func answersSkippedAfterAnErrorAreUndone() {
         var machine = Machine()
         machine.play([
