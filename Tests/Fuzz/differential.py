@@ -55,7 +55,8 @@ class Episode:
         for op in self.ops:
             text = " ".join(describe_message(m) for m in op[2])
             prefix = {"send": "send", "cancel": "send, then cancel after %.1fs and read to ReadyForQuery" % op[1],
-                      "settle": "wait until the server is quiet", "cut": "send the first %d bytes of" % op[3] if op[0] == "cut" else ""}[op[0]]
+                      "mark": "note the ReadyForQuery received so far",
+                      "settle": "wait for a ReadyForQuery more, then until the server is quiet", "cut": "send the first %d bytes of" % op[3] if op[0] == "cut" else ""}[op[0]]
             delay = f"after {op[1] * 1000:.0f} ms, " if op[0] == "send" and op[1] else ""
             lines.append(f"  {delay}{prefix}: {text}")
         return "\n".join(lines)
@@ -236,9 +237,10 @@ class Generator:
         # With a Sync among the data, the agent cannot tell how many ReadyForQuery a failed COPY owes until
         # the server says more; a client that pipelines an answered message behind it is closed. Clients wait.
         settle = [("settle", 0.2, [])] if ("S",) in data else []
+        mark = [("mark", 0, [])] if settle else []
         if r.random() < 0.3:
-            return self.send(("Q", "COPY {T} FROM STDIN"), *data, end) + settle
-        return self.send(("Q", "COPY {T} FROM STDIN")) + self.send(*data) + self.send(end) + settle
+            return mark + self.send(("Q", "COPY {T} FROM STDIN"), *data, end) + settle
+        return mark + self.send(("Q", "COPY {T} FROM STDIN")) + self.send(*data) + self.send(end) + settle
 
     def copy_in_extended(self, m, c):
         r = self.r
@@ -247,9 +249,10 @@ class Generator:
         # The Sync behind the Execute may or may not be read by a failing COPY: see copy_in. The Sync that
         # ends the COPY sometimes comes a while after its CopyDone and a Flush: the COPY's result arrives,
         # and the server stays in its transaction until that Sync.
+        mark = [("mark", 0, [])]
         if r.random() < 0.3:
-            return self.send(*head) + self.send(*data, self.copy_end(), ("H",)) + [("send", 0.3, [("S",)]), ("settle", 0.2, [])]
-        return self.send(*head) + self.send(*data, self.copy_end(), ("S",)) + [("settle", 0.2, [])]
+            return mark + self.send(*head) + self.send(*data, self.copy_end(), ("H",)) + [("send", 0.3, [("S",)]), ("settle", 0.2, [])]
+        return mark + self.send(*head) + self.send(*data, self.copy_end(), ("S",)) + [("settle", 0.2, [])]
 
     def copy_out(self, m, c):
         sql = f"COPY (SELECT '{m}', g FROM generate_series(1, {self.r.randint(0, 3)}) g) TO STDOUT"
@@ -339,6 +342,7 @@ def run_episode(episode, host, port, user, database, table, reference=None, time
         conn.close()
         return [], f"login failed: {error}"
     transcript = Transcript(conn)
+    z_mark = 0
     try:
         for op in episode.ops:
             kind, delay, templates = op[0], op[1], op[2]
@@ -353,8 +357,12 @@ def run_episode(episode, host, port, user, database, table, reference=None, time
                 time.sleep(delay)
                 conn.cancel(host, port)
                 transcript.wait(lambda ms: any(k == b"Z" for k, _ in ms[seen:]), timeout)
+            elif kind == "mark":
+                z_mark = sum(1 for k, _ in transcript.messages if k == b"Z")
             elif kind == "settle":
-                # Wait until the server has been quiet a while: what follows is not pipelined behind this.
+                # Wait for the ReadyForQuery that ends the unit (the client may first wait for a server), then
+                # until the server has been quiet a while: what follows is not pipelined behind it.
+                transcript.wait(lambda ms: sum(1 for k, _ in ms if k == b"Z") > z_mark, timeout)
                 while True:
                     count = len(transcript.messages)
                     transcript.wait(lambda ms: len(ms) > count, delay)
