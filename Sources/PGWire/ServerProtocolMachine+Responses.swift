@@ -185,31 +185,27 @@ extension ServerProtocolMachine {
             guard type == Server.rowDescription || type == Server.noData else { break }
             self.popAndSettle()
             return .forward
-        case .execute:
+        case .query, .execute:
+            let isQuery: Bool
+            if case .query = entry { isQuery = true } else { isQuery = false }
             switch type {
             case Server.dataRow:
                 return .forward
-            case Server.emptyQueryResponse, Server.portalSuspended:
+            case Server.copyInResponse:
+                self.mode = .copyIn
+                return .forward
+            case Server.copyOutResponse:
+                self.mode = .copyOut
+                return .forward
+            case Server.rowDescription, Server.functionCallResponse where isQuery:
+                return .forward
+            case Server.emptyQueryResponse:
+                // A Query's empty statement; an Execute of an empty query ends here.
+                if !isQuery { self.popAndSettle() }
+                return .forward
+            case Server.portalSuspended where !isQuery:
+                // An Execute with a row limit is done for now.
                 self.popAndSettle()
-                return .forward
-            case Server.copyInResponse:
-                self.mode = .copyIn
-                return .forward
-            case Server.copyOutResponse:
-                self.mode = .copyOut
-                return .forward
-            default:
-                break
-            }
-        case .query:
-            switch type {
-            case Server.dataRow, Server.rowDescription, Server.emptyQueryResponse, Server.functionCallResponse:
-                return .forward
-            case Server.copyInResponse:
-                self.mode = .copyIn
-                return .forward
-            case Server.copyOutResponse:
-                self.mode = .copyOut
                 return .forward
             default:
                 break

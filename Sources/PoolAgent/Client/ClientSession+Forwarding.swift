@@ -87,6 +87,29 @@ extension ClientSession {
             return true
         }
 
+        /// A Bind or Describe of the client's statement `name` (the message at `start`): sent as it came when the
+        /// client has no such name (the server refuses it as PostgreSQL would), else under the server-side
+        /// name, after the agent's own Parse when the server lacks it; false when forwarding stops.
+        func sendNamed(_ name: String, from start: Int, as pending: ServerProtocolMachine.Pending,
+                       encode: (String, inout ByteBuffer) -> Void) -> Bool {
+            switch self.statements.lookup(name, syncs: server.syncsSent) {
+            case .unresolved:
+                passRun(until: start)
+                ending = .stall(start)
+                return false
+            case .absent:
+                return record(pending)
+            case .exists(let id):
+                replace(from: start)
+                guard ensure(id, for: start) else { return false }
+                var out = server.allocator.buffer(capacity: cursor - start + 64)
+                encode(pool.statements.serverName(id), &out)
+                guard record(pending) else { return false }
+                server.write(out)
+                return true
+            }
+        }
+
         do {
             scan: while true {
                 switch try self.nextScanned(in: buffer, cursor: &cursor) {
@@ -194,23 +217,10 @@ extension ClientSession {
                         }
                         var body = captured.slice(of: buffer)
                         var bind = try BindMessage.decode(from: &body)
-                        switch self.statements.lookup(bind.statement, syncs: server.syncsSent) {
-                        case .unresolved:
-                            passRun(until: start)
-                            ending = .stall(start)
-                            break scan
-                        case .absent:
-                            // Sent as it came: the server refuses the unknown name as PostgreSQL would.
-                            guard record(.bind) else { break scan }
-                        case .exists(let id):
-                            replace(from: start)
-                            guard ensure(id, for: start) else { break scan }
-                            bind.statement = pool.statements.serverName(id)
-                            var out = server.allocator.buffer(capacity: bind.rest.readableBytes + 64)
+                        guard sendNamed(bind.statement, from: start, as: .bind, encode: { name, out in
+                            bind.statement = name
                             bind.encode(into: &out)
-                            guard record(.bind) else { break scan }
-                            server.write(out)
-                        }
+                        }) else { break scan }
                     case FrontendMessageID.describe:
                         guard rewriting, let captured, TargetMessage.namesStatement(captured, in: buffer) else {
                             guard record(.describe) else { break scan }
@@ -218,22 +228,10 @@ extension ClientSession {
                         }
                         var body = captured.slice(of: buffer)
                         var describe = try TargetMessage.decode(from: &body)
-                        switch self.statements.lookup(describe.name, syncs: server.syncsSent) {
-                        case .unresolved:
-                            passRun(until: start)
-                            ending = .stall(start)
-                            break scan
-                        case .absent:
-                            guard record(.describe) else { break scan }
-                        case .exists(let id):
-                            replace(from: start)
-                            guard ensure(id, for: start) else { break scan }
-                            describe.name = pool.statements.serverName(id)
-                            var out = server.allocator.buffer(capacity: describe.name.utf8.count + 8)
+                        guard sendNamed(describe.name, from: start, as: .describe, encode: { name, out in
+                            describe.name = name
                             describe.encode(into: &out, type: FrontendMessageID.describe)
-                            guard record(.describe) else { break scan }
-                            server.write(out)
-                        }
+                        }) else { break scan }
                     case FrontendMessageID.close:
                         guard rewriting, let captured, TargetMessage.namesStatement(captured, in: buffer) else {
                             guard record(.close) else { break scan }

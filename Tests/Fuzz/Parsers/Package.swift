@@ -15,17 +15,21 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
+        .target(name: "FuzzSupport"),
         .executableTarget(name: "FuzzStartupPacket", dependencies: [
+            "FuzzSupport",
             .product(name: "PGWire", package: poolagent), .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .executableTarget(name: "FuzzMessageScanner", dependencies: [
+            "FuzzSupport",
             .product(name: "PGWire", package: poolagent), .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .executableTarget(name: "FuzzSCRAM", dependencies: [
+            "FuzzSupport",
             .product(name: "PoolAgent", package: poolagent), .product(name: "PGWire", package: poolagent),
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
-        .executableTarget(name: "FuzzRPCLine", dependencies: [.product(name: "ControlRPC", package: poolagent)]),
-        .executableTarget(name: "FuzzAuthFile", dependencies: [.product(name: "PoolAgent", package: poolagent)]),
+        .executableTarget(name: "FuzzRPCLine", dependencies: ["FuzzSupport", .product(name: "ControlRPC", package: poolagent)]),
+        .executableTarget(name: "FuzzAuthFile", dependencies: ["FuzzSupport", .product(name: "PoolAgent", package: poolagent)]),
     ]
 )

@@ -1,5 +1,6 @@
 // libFuzzer: a typed message stream cut into reads at arbitrary places, scanned and the captured messages decoded.
 
+import FuzzSupport
 import NIOCore
 import PGWire
 
@@ -48,4 +49,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
     }
     return 0
+}
+
+/// The entry point SwiftPM names for this executable: libFuzzer's driver with `fuzz`.
+@_cdecl("FuzzMessageScanner_main")
+func entry(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in fuzz(data, size) }
 }

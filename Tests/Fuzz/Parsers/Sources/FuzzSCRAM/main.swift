@@ -1,5 +1,6 @@
 // libFuzzer: the SASL messages of a client's SCRAM-SHA-256 login, first and final.
 
+import FuzzSupport
 import NIOCore
 import PGWire
 @testable import PoolAgent
@@ -25,4 +26,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = try? exchange.receiveClientFinal(message)
     }
     return 0
+}
+
+/// The entry point SwiftPM names for this executable: libFuzzer's driver with `fuzz`.
+@_cdecl("FuzzSCRAM_main")
+func entry(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in fuzz(data, size) }
 }

@@ -1,5 +1,6 @@
 // libFuzzer: the first bytes of a client connection (startup packets, SSL/GSS/cancel requests).
 
+import FuzzSupport
 import NIOCore
 import PGWire
 
@@ -14,4 +15,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
     }
     return 0
+}
+
+/// The entry point SwiftPM names for this executable: libFuzzer's driver with `fuzz`.
+@_cdecl("FuzzStartupPacket_main")
+func entry(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in fuzz(data, size) }
 }
