@@ -2,7 +2,6 @@
 
 import Logging
 import NIOCore
-import NIOSSL
 import PGWire
 import PoolCore
 
