@@ -336,7 +336,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         let server = ServerConnection(id: self.nextServerID(), pool: self, link: link, logger: self.logger)
         let transport: Transport
         do {
-            transport = try Transport.start(fd: link.socket, loop: self.eventLoop, noDelay: true, delegate: server)
+            transport = try Transport.start(fd: link.handOffSocket(), loop: self.eventLoop, noDelay: true, delegate: server)
             transport.flushesFirst = true
         } catch {
             link.finish()

@@ -1,4 +1,4 @@
-// Opens server connections with libpq (blocking, on a worker thread) and hands back a plain socket for NIO.
+// Opens server connections with libpq (blocking, on a worker thread) and hands back a plain socket for the event loop.
 
 import CLibPQ
 
@@ -14,8 +14,8 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
     private var connection: OpaquePointer?
     let backendPID: Int32
     let cancelHandle: CancelHandle?
-    /// A duplicate of libpq's socket, owned by NIO once registered.
-    let socket: CInt
+    /// A duplicate of libpq's socket: the link closes it in `finish()` until `handOffSocket()` gives it to the loop.
+    private var socket: CInt
     /// ParameterStatus values libpq collected during login.
     let parameters: [String: String]
 
@@ -41,8 +41,20 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
         return Int(String(cString: value))
     }
 
-    /// Frees libpq's side; call after the agent's duplicate of the socket has closed.
+    /// Gives the duplicate socket to the caller (the event loop's transport), which closes it from then on.
+    func handOffSocket() -> CInt {
+        let socket = self.socket
+        self.socket = -1
+        return socket
+    }
+
+    /// Closes the duplicate socket unless it was handed off, then frees libpq's side (which closes libpq's own
+    /// socket). Every path that ends a link ends here, so no descriptor outlives it.
     func finish() {
+        if self.socket >= 0 {
+            close(self.socket)
+            self.socket = -1
+        }
         if let connection = self.connection {
             self.connection = nil
             // Non-blocking, so the Terminate PQfinish writes can never stall the event loop on a full socket.
