@@ -25,6 +25,40 @@ import Testing
         #expect(!loop.inEventLoop)
     }
 
+    @Test func aCancelledTimerLeavesAtOnceAndReleasesWhatItsTaskHolds() throws {
+        let loop = try IOLoop()
+        loop.start()
+        defer { try? loop.syncShutdownGracefully() }
+        final class Held: Sendable {}
+        weak var watched: Held?
+        let (scheduled, waiting) = try loop.submit { () -> ([Scheduled<Void>], Int) in
+            var scheduled: [Scheduled<Void>] = []
+            for index in 0..<1000 {
+                let held = Held()
+                if index == 500 { watched = held }
+                scheduled.append(loop.scheduleTask(in: .seconds(60 + Int64(index % 7))) { _ = held })
+            }
+            return (scheduled, loop.scheduledTimers)
+        }.wait()
+        #expect(waiting == 1000)
+        #expect(watched != nil)
+        // Cancelled from the loop (as sessions do) and from another thread.
+        try loop.submit { for timer in scheduled[0..<500] { timer.cancel() } }.wait()
+        for timer in scheduled[500...] { timer.cancel() }
+        #expect(try loop.submit { loop.scheduledTimers }.wait() == 0)
+        #expect(watched == nil, "the cancelled task's captures are freed now, not in a minute")
+        // The heap still orders what is left after removals from its middle.
+        let log = NIOLockedValueBox<[Int]>([])
+        let timers = try loop.submit { () -> [Scheduled<Void>] in
+            (0..<20).map { index in loop.scheduleTask(in: .milliseconds(Int64(10 + (index * 7) % 20 * 5))) { log.withLockedValue { $0.append(index) } } }
+        }.wait()
+        for index in stride(from: 1, to: 20, by: 3) { timers[index].cancel() }
+        for (index, timer) in timers.enumerated() where (index - 1) % 3 != 0 { try timer.futureResult.wait() }
+        let fired = log.withLockedValue { $0 }
+        let expected = (0..<20).filter { ($0 - 1) % 3 != 0 }.sorted { (($0 * 7) % 20, $0) < (($1 * 7) % 20, $1) }
+        #expect(fired == expected)
+    }
+
     @Test func timersStillPendingFailWhenTheLoopStops() throws {
         let loop = try IOLoop()
         loop.start()

@@ -177,8 +177,8 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         }
         // Shutting down: what was queued still runs, what was scheduled fails.
         self.runTasks()
-        for entry in self.timers.removeAll() where !entry.cancelled {
-            entry.fail()
+        for entry in self.timers.removeAll() {
+            entry.fail?()
         }
         self.runTasks()
         // From here on `execute` drops tasks and never touches the eventfd.
@@ -203,7 +203,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         guard let next = self.timers.nextDeadline, next <= UInt64(self.time.nanoseconds) else { return }
         let now = UInt64(self.time.nanoseconds)
         while let entry = self.timers.popExpired(now: now) {
-            if !entry.cancelled { entry.run() }
+            entry.fire()
         }
     }
 
@@ -361,12 +361,23 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
             self.execute { self.addTimer(entry) }
         }
         return Scheduled(promise: promise) { [self] in
-            self.execute {
-                guard !entry.cancelled else { return }
-                entry.cancelled = true
-                promise.fail(EventLoopError.cancelled)
+            if self.inEventLoop {
+                self.cancelTimer(entry, promise: promise)
+            } else {
+                self.execute { self.cancelTimer(entry, promise: promise) }
             }
         }
+    }
+
+    /// Takes a cancelled timer out of the heap at once, so what its task holds is released now, not when it
+    /// would have fired.
+    /// Timers waiting in the heap (loop thread only).
+    var scheduledTimers: Int { self.timers.count }
+
+    private func cancelTimer<T>(_ entry: TimerEntry, promise: EventLoopPromise<T>) {
+        guard entry.cancel() else { return }
+        self.timers.remove(entry)
+        promise.fail(EventLoopError.cancelled)
     }
 
     func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
@@ -374,6 +385,7 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
     }
 
     private func addTimer(_ entry: TimerEntry) {
+        guard entry.isPending else { return }  // cancelled before it reached the loop
         self.timerSequence += 1
         entry.sequence = self.timerSequence
         self.timers.insert(entry)
@@ -413,9 +425,11 @@ private struct RemoteState {
 private final class TimerEntry: @unchecked Sendable {  // Touched only on the loop thread.
     let deadline: UInt64
     var sequence: UInt64 = 0
-    var cancelled = false
-    let run: () -> Void
-    let fail: () -> Void
+    /// Where the entry is in the heap; -1 once it left (fired, cancelled or failed).
+    var index = -1
+    /// The task and its failure; both dropped when the timer fires or is cancelled.
+    private(set) var run: (() -> Void)?
+    private(set) var fail: (() -> Void)?
 
     init(deadline: UInt64, run: @escaping () -> Void, fail: @escaping () -> Void) {
         self.deadline = deadline
@@ -423,37 +437,86 @@ private final class TimerEntry: @unchecked Sendable {  // Touched only on the lo
         self.fail = fail
     }
 
+    var isPending: Bool { self.run != nil }
+
+    /// Runs the task once.
+    func fire() {
+        let run = self.run
+        self.run = nil
+        self.fail = nil
+        run?()
+    }
+
+    /// Drops the task; false when it already ran or was cancelled.
+    func cancel() -> Bool {
+        guard self.run != nil else { return false }
+        self.run = nil
+        self.fail = nil
+        return true
+    }
+
     func isEarlier(than other: TimerEntry) -> Bool {
         self.deadline != other.deadline ? self.deadline < other.deadline : self.sequence < other.sequence
     }
 }
 
-/// A binary min-heap of timers by deadline, then by the order they were scheduled.
+/// A binary min-heap of timers by deadline, then by the order they were scheduled; each entry knows its place,
+/// so a cancelled one leaves at once.
 private struct TimerHeap {
     private var entries: [TimerEntry] = []
 
-    var nextDeadline: UInt64? {
-        // Cancelled timers stay until they are due; they cost a wake-up at most.
-        self.entries.first?.deadline
-    }
+    var nextDeadline: UInt64? { self.entries.first?.deadline }
+
+    var count: Int { self.entries.count }
 
     mutating func insert(_ entry: TimerEntry) {
+        entry.index = self.entries.count
         self.entries.append(entry)
-        var child = self.entries.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard self.entries[child].isEarlier(than: self.entries[parent]) else { break }
-            self.entries.swapAt(child, parent)
-            child = parent
-        }
+        self.siftUp(entry.index)
     }
 
     mutating func popExpired(now: UInt64) -> TimerEntry? {
         guard let first = self.entries.first, first.deadline <= now else { return nil }
+        self.remove(first)
+        return first
+    }
+
+    mutating func remove(_ entry: TimerEntry) {
+        let index = entry.index
+        guard index >= 0, index < self.entries.count, self.entries[index] === entry else { return }
+        entry.index = -1
         let last = self.entries.removeLast()
-        guard !self.entries.isEmpty else { return first }
-        self.entries[0] = last
-        var parent = 0
+        guard index < self.entries.count else { return }
+        self.entries[index] = last
+        last.index = index
+        self.siftDown(index)
+        self.siftUp(last.index)
+    }
+
+    mutating func removeAll() -> [TimerEntry] {
+        defer { self.entries.removeAll() }
+        for entry in self.entries { entry.index = -1 }
+        return self.entries
+    }
+
+    private mutating func swapEntries(_ a: Int, _ b: Int) {
+        self.entries.swapAt(a, b)
+        self.entries[a].index = a
+        self.entries[b].index = b
+    }
+
+    private mutating func siftUp(_ start: Int) {
+        var child = start
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard self.entries[child].isEarlier(than: self.entries[parent]) else { break }
+            self.swapEntries(child, parent)
+            child = parent
+        }
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var parent = start
         while true {
             let left = 2 * parent + 1
             let right = left + 1
@@ -461,14 +524,8 @@ private struct TimerHeap {
             if left < self.entries.count, self.entries[left].isEarlier(than: self.entries[smallest]) { smallest = left }
             if right < self.entries.count, self.entries[right].isEarlier(than: self.entries[smallest]) { smallest = right }
             guard smallest != parent else { break }
-            self.entries.swapAt(parent, smallest)
+            self.swapEntries(parent, smallest)
             parent = smallest
         }
-        return first
-    }
-
-    mutating func removeAll() -> [TimerEntry] {
-        defer { self.entries.removeAll() }
-        return self.entries
     }
 }
