@@ -33,6 +33,11 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        let (before, after) = DescriptorLimit.raiseToHard()
+        logger.info("descriptor limit", metadata: ["soft_before": "\(before)", "soft": "\(after)", "hard": "\(DescriptorLimit.current.hard)"])
+        if let warning = DescriptorLimit.warning(for: configuration, limit: after) {
+            logger.warning("\(warning)")
+        }
         // Before any thread exists, so every thread inherits the mask and no signal is lost.
         SignalWaiter.blockHandledSignals()
         // One event loop carries all client and server traffic, like PgBouncer: pool state needs no locks.
@@ -97,6 +102,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
             let listener = try Listener.open(host: host, port: port, path: path, backlog: 4096, loop: loop, logger: logger) { [unowned runtime] fd in
                 runtime.accepted(fd, unix: path != nil)
             }
+            listener.onDescriptorsExhausted = { [unowned runtime] in runtime.shedLoggingIn() }
             try loop.submit { try listener.start() }.wait()
             self.listeners.append(listener)
         }

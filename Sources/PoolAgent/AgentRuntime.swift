@@ -1,10 +1,15 @@
 // The agent's shared state on its event loop: pools, client sessions, cancel keys and shutdown.
 
+import CPoolIO
 import Logging
 import NIOCore
 import NIOPosix
 import PGWire
 import PoolCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Everything client sessions and pools share. Lives on the data event loop; no locks.
 final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's event loop.
@@ -32,12 +37,22 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     private var sweepTask: RepeatedTask?
     /// Client authentication and TLS: methods, secrets, certificates.
     let authenticator: ClientAuthenticator
+    /// Clients open, logging in, per pool and per user, against the configured limits.
+    private(set) var limits: ClientLimits
+    /// Refused connections being told why (`RefusedClient`), and how many may be at once.
+    private var refusing = 0
+    static let refusingLimit = 256
 
     init(configuration: AgentConfiguration, eventLoop: IOLoop, threadPool: NIOThreadPool, logger: Logger) throws {
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.threadPool = threadPool
         self.logger = logger
+        self.limits = ClientLimits(
+            maxClientConnections: configuration.maxClientConnections,
+            maxLoginClients: configuration.maxLoginClients,
+            maxUserConnections: configuration.maxUserConnections
+        )
         do {
             self.authenticator = try ClientAuthenticator(configuration: configuration, eventLoop: eventLoop, threadPool: threadPool)
         } catch {
@@ -46,6 +61,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         for (name, settings) in configuration.pools {
             self.pools[name] = try self.makePool(settings)
         }
+        self.reserveDescriptors(for: configuration)
     }
 
     private func makePool(_ settings: PoolSettings) throws -> Pool {
@@ -83,14 +99,20 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         }
     }
 
-    /// A client connected on a listener: its socket becomes a session.
+    /// A client connected on a listener: its socket becomes a session, unless a limit refuses it.
     func accepted(_ fd: Int32, unix: Bool) {
+        if let refusal = self.limits.accept(fd: fd) {
+            self.refuse(fd, refusal)
+            if case .descriptors = refusal { self.shedLoggingIn() }
+            return
+        }
         self.nextClientID += 1
         let client = ClientSession(id: self.nextClientID, runtime: self)
         do {
             let transport = try Transport.start(fd: fd, loop: self.eventLoop, noDelay: !unix, delegate: client)
             client.start(transport: transport, unix: unix)
         } catch {
+            self.limits.left(nil)
             self.logger.warning("cannot serve an accepted connection", metadata: [LogKey.error: "\(error)"])
         }
     }
@@ -101,9 +123,67 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
 
     func clientClosed(_ client: ClientSession) {
         self.clients.removeValue(forKey: client.id)
+        self.limits.left(client.admission)
         self.recentlyClosedClients.append((client.id, client.closeReason ?? "client disconnected"))
         if self.recentlyClosedClients.count > Self.recentlyClosedLimit { self.recentlyClosedClients.removeFirst() }
         self.checkDrained()
+    }
+
+    // MARK: Limits
+
+    /// Tells a client over a limit why, after its encryption request if it sends one (see `RefusedClient`).
+    /// Past `refusingLimit` such connections at once, the error goes out at once on the new socket instead
+    /// (a client that sent an SSLRequest then reads only that the server answered with an error).
+    private func refuse(_ fd: Int32, _ refusal: ClientLimits.Refusal) {
+        let refused = self.limits.refused[refusal.key, default: 0]
+        self.logger.log(level: refused % 1000 == 1 ? .warning : .debug, "client refused", metadata: [
+            LogKey.reason: "\(refusal)", "refused_so_far": "\(refused)",
+        ])
+        var explained = true
+        if case .descriptors = refusal { explained = false }  // no descriptor to spare for the exchange
+        if explained, self.refusing < Self.refusingLimit {
+            self.refusing += 1
+            if RefusedClient.start(fd: fd, runtime: self, refusal: refusal) { return }
+            self.refusing -= 1
+            return
+        }
+        var buffer = Transport.allocator.buffer(capacity: 128)
+        refusal.error.encode(into: &buffer)
+        _ = buffer.withUnsafeReadableBytes { cpoolio_send(fd, $0.baseAddress, $0.count) }
+        Glibc.close(fd)
+    }
+
+    private func reserveDescriptors(for configuration: AgentConfiguration) {
+        let limit = DescriptorLimit.current.soft
+        self.limits.reserveDescriptors(DescriptorLimit.serverReserve(for: configuration, limit: limit), limit: Int(clamping: limit))
+    }
+
+    func refusedClientGone() {
+        self.refusing -= 1
+    }
+
+    /// Out of descriptors: the newest clients still logging in are closed (a tenth of them, at least 16), so
+    /// server connects and established clients keep working. A flood of idle unauthenticated sockets costs
+    /// its own newest members, not the pools.
+    func shedLoggingIn() {
+        let loggingIn = self.clients.values.filter { $0.state == .startup }.sorted { $0.id > $1.id }
+        guard !loggingIn.isEmpty else { return }
+        let count = min(loggingIn.count, max(16, loggingIn.count / 10))
+        self.logger.warning("out of file descriptors: closing the newest clients still logging in", metadata: [
+            "closing": "\(count)", "logging_in": "\(loggingIn.count)", "clients": "\(self.clients.count)",
+        ])
+        self.limits.noteShed(count)
+        let error = ClientLimits.Refusal.descriptors(limit: self.limits.descriptorReserve).error
+        for client in loggingIn.prefix(count) { client.fatal(error) }
+    }
+
+    /// A client proved who it is and joins `pool`: nil when the pool's and the user's limits let it.
+    func admit(_ admission: ClientLimits.Admission, to pool: Pool) -> ClientLimits.Refusal? {
+        let refusal = self.limits.admit(admission, poolLimit: pool.settings.maxClients)
+        if let refusal {
+            self.logger.info("client refused", metadata: [LogKey.reason: "\(refusal)"])
+        }
+        return refusal
     }
 
     // MARK: Cancel keys
@@ -243,6 +323,10 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             self.pools.removeValue(forKey: name)
         }
         self.configuration = next
+        self.limits.maxClientConnections = next.maxClientConnections
+        self.limits.maxLoginClients = next.maxLoginClients
+        self.limits.maxUserConnections = next.maxUserConnections
+        self.reserveDescriptors(for: next)
         self.onEvent?(.reload(outcome))
         return outcome
     }

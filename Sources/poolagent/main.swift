@@ -41,6 +41,10 @@ struct PoolAgentCommand: ParsableCommand {
         }
         if self.check {
             print("\(self.config): configuration is valid (\(configuration.pools.count) pool\(configuration.pools.count == 1 ? "" : "s"))")
+            // The agent raises its soft limit to the hard one at start: the hard limit is what it will have.
+            if let warning = DescriptorLimit.warning(for: configuration, limit: DescriptorLimit.current.hard) {
+                Self.warn("poolagent: warning: \(warning)")
+            }
             return
         }
         let levelText = self.logLevel ?? configuration.logLevel
@@ -62,9 +66,13 @@ struct PoolAgentCommand: ParsableCommand {
     }
 
     static func fail(_ message: String) -> Never {
+        Self.warn(message)
+        Glibc.exit(1)
+    }
+
+    static func warn(_ message: String) {
         let line = Array((message + "\n").utf8)
         _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-        Glibc.exit(1)
     }
 }
 

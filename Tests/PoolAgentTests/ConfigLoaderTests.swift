@@ -34,6 +34,34 @@ import Testing
         #expect(pool.maxOverflow == 0)
         #expect(pool.waitTimeout == .seconds(30))
         #expect(pool.resetQuery == "DISCARD ALL")
+        #expect(config.maxClientConnections == 10_000)
+        #expect(config.maxLoginClients == 2_000)
+        #expect(config.maxUserConnections == 0)
+        #expect(pool.maxClients == 0)
+    }
+
+    @Test func clientLimitsAreReadAndMaxClientsInherits() throws {
+        let config = try self.load("""
+            [agent]
+            max_client_conn = 500
+            max_login_clients = 50
+            max_user_connections = 20
+            [defaults]
+            max_clients = 100
+            [pools.app]
+            upstream = "host=/tmp"
+            [pools.small]
+            upstream = "host=/tmp"
+            max_clients = 5
+            """)
+        #expect(config.maxClientConnections == 500)
+        #expect(config.maxLoginClients == 50)
+        #expect(config.maxUserConnections == 20)
+        #expect(config.pools["app"]?.maxClients == 100)
+        #expect(config.pools["small"]?.maxClients == 5)
+        #expect(DescriptorLimit.needed(by: config) == 500 + 2 * (11 + 11) + 1 + 64)
+        #expect(DescriptorLimit.warning(for: config, limit: 1024) == nil)
+        #expect(DescriptorLimit.warning(for: config, limit: 512)?.contains("max_client_conn 500") == true)
     }
 
     @Test func poolKeysOverrideDefaults() throws {
@@ -100,6 +128,10 @@ import Testing
         ("[agent]\nlog_level = \"loud\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.log_level", "unknown level"),
         ("[agent]\nio_uring = \"yes\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.io_uring", "expected a boolean"),
         ("[agent]\ncontrol_socket_mode = \"rw\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.control_socket_mode", "octal"),
+        ("[agent]\nmax_client_conn = 0\n[pools.a]\nupstream = \"host=/tmp\"", "agent.max_client_conn", "out of range"),
+        ("[agent]\nmax_login_clients = \"many\"\n[pools.a]\nupstream = \"host=/tmp\"", "agent.max_login_clients", "expected an integer"),
+        ("[agent]\nmax_user_connections = -1\n[pools.a]\nupstream = \"host=/tmp\"", "agent.max_user_connections", "out of range"),
+        ("[pools.a]\nupstream = \"host=/tmp\"\nmax_clients = -5", "pools.a.max_clients", "out of range"),
         ("[agent]\n", "pools", "no pool"),
     ])
     func badKeysAreNamed(text: String, key: String, reason: String) throws {

@@ -139,6 +139,12 @@ extension ClientSession {
     private func loginAuthorized(pool: Pool) {
         self.loginTimer?.cancel()
         self.loginTimer = nil
+        let admission = ClientLimits.Admission(pool: pool.name, user: self.startup?.user ?? "")
+        if let refusal = self.runtime.admit(admission, to: pool) {
+            self.fatal(refusal.error)
+            return
+        }
+        self.admission = admission
         self.pool = pool
         if pool.settings.mode == .transaction {
             // Statement names are read from these messages, so they are held until complete.

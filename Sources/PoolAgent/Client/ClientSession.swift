@@ -43,6 +43,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     /// Bytes the client sent while it waits for a server; sent once it has one.
     var pendingInput: ByteBuffer?
     var pool: Pool?
+    /// The pool and user this client counts against once admitted (see `ClientLimits`).
+    var admission: ClientLimits.Admission?
     private(set) var server: ServerConnection?
     var cancelKey: CancelRequest?
     var scanner = MessageScanner(captureTypes: MessageTypeSet([FrontendMessageID.terminate]))

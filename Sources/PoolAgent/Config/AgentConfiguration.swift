@@ -33,6 +33,12 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// Each loop turn's output goes to the kernel in one io_uring submission (where the kernel allows
     /// io_uring), not with one send(2) per socket.
     public var ioUring: Bool
+    /// Client sockets the agent keeps open at once, logged in or not; past it a new one gets 53300.
+    public var maxClientConnections: Int
+    /// Clients still logging in (no pool joined yet) at once; past it a new one gets 53300.
+    public var maxLoginClients: Int
+    /// Logged-in clients per user name across all pools; 0: no limit.
+    public var maxUserConnections: Int
     public var logLevel: String
     public var auth: AuthSettings
     public var tls: TLSSettings
@@ -68,6 +74,8 @@ public struct PoolSettings: Sendable, Equatable {
     public var statementBudget: Int
     /// Transaction mode: named statements one client may hold.
     public var maxClientStatements: Int
+    /// Logged-in clients of this pool at once; 0: no limit.
+    public var maxClients: Int
     /// Servers older than this (±10% per server) are closed when released or idle; nil keeps them.
     public var maxLifetime: Duration?
     /// Idle servers above `min_idle` unused this long are closed; nil keeps them.
@@ -103,7 +111,7 @@ public struct PoolSettings: Sendable, Equatable {
             && lhs.minIdle == rhs.minIdle && lhs.maxOverflow == rhs.maxOverflow && lhs.waitTimeout == rhs.waitTimeout
             && lhs.connectTimeout == rhs.connectTimeout && lhs.resetQuery == rhs.resetQuery
             && lhs.maxPreparedStatements == rhs.maxPreparedStatements && lhs.statementBudget == rhs.statementBudget
-            && lhs.maxClientStatements == rhs.maxClientStatements && lhs.maxLifetime == rhs.maxLifetime
+            && lhs.maxClientStatements == rhs.maxClientStatements && lhs.maxClients == rhs.maxClients && lhs.maxLifetime == rhs.maxLifetime
             && lhs.idleTimeout == rhs.idleTimeout && lhs.prePingAfter == rhs.prePingAfter && lhs.queryTimeout == rhs.queryTimeout
             && lhs.idleInTransactionTimeout == rhs.idleInTransactionTimeout && lhs.clientIdleTimeout == rhs.clientIdleTimeout
             && lhs.serverSettings.elementsEqual(rhs.serverSettings) { $0 == $1 }

@@ -8,12 +8,14 @@ public enum ConfigLoader {
     static let agentKeys: Set<String> = [
         "listen", "unix_socket_dir", "unix_socket_port", "control_socket", "control_socket_mode",
         "login_timeout", "shutdown_timeout", "log_level", "control_allowed_uids", "metrics_listen", "io_uring",
+        "max_client_conn", "max_login_clients", "max_user_connections",
     ]
     static let poolKeys: Set<String> = [
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
         "reset_query", "server_settings", "max_prepared_statements", "max_lifetime", "idle_timeout",
         "pre_ping_after", "query_timeout", "idle_in_transaction_timeout", "client_idle_timeout",
         "autoscale", "recycle", "auth_query", "auth_upstream", "statement_budget", "max_client_statements",
+        "max_clients",
     ]
     static let authKeys = ["file", "rules", "tcp", "unix"]
     static let ruleKeys = ["address", "connection", "database", "method", "user"]
@@ -110,6 +112,9 @@ public enum ConfigLoader {
             let loginTimeout = try self.duration(agent, "login_timeout", "agent", positive: true) ?? .seconds(60)
             let shutdownTimeout = try self.duration(agent, "shutdown_timeout", "agent", positive: false) ?? .seconds(30)
             let ioUring = try self.optionalBoolean(agent, "io_uring", "agent") ?? true
+            let maxClientConnections = try self.optionalInteger(agent, "max_client_conn", "agent", range: 1...1_000_000) ?? 10_000
+            let maxLoginClients = try self.optionalInteger(agent, "max_login_clients", "agent", range: 1...1_000_000) ?? 2_000
+            let maxUserConnections = try self.optionalInteger(agent, "max_user_connections", "agent", range: 0...1_000_000) ?? 0
             let logLevel = try self.optionalString(agent, "log_level", "agent") ?? "info"
             guard ConfigLoader.logLevels.contains(logLevel) else {
                 throw self.error("agent.log_level", "unknown level \"\(logLevel)\"; expected one of \(ConfigLoader.logLevels.joined(separator: ", "))")
@@ -143,6 +148,9 @@ public enum ConfigLoader {
                 loginTimeout: loginTimeout,
                 shutdownTimeout: shutdownTimeout,
                 ioUring: ioUring,
+                maxClientConnections: maxClientConnections,
+                maxLoginClients: maxLoginClients,
+                maxUserConnections: maxUserConnections,
                 logLevel: logLevel,
                 auth: auth,
                 tls: tls,
@@ -215,6 +223,8 @@ public enum ConfigLoader {
             let statementBudget = try self.byteSize(values, "statement_budget", section, range: (1 << 20)...(1 << 40)) ?? 64 << 20
             (values, section) = merged("max_client_statements")
             let maxClientStatements = try self.optionalInteger(values, "max_client_statements", section, range: 1...1_000_000) ?? 10_000
+            (values, section) = merged("max_clients")
+            let maxClients = try self.optionalInteger(values, "max_clients", section, range: 0...1_000_000) ?? 0
             (values, section) = merged("max_lifetime")
             let maxLifetime = try self.duration(values, "max_lifetime", section, positive: true)
             (values, section) = merged("idle_timeout")
@@ -301,6 +311,7 @@ public enum ConfigLoader {
                 maxPreparedStatements: maxPrepared,
                 statementBudget: statementBudget,
                 maxClientStatements: maxClientStatements,
+                maxClients: maxClients,
                 maxLifetime: maxLifetime,
                 idleTimeout: idleTimeout,
                 prePingAfter: prePingAfter,

@@ -19,6 +19,9 @@ extension AgentConfiguration {
                 "log_level": .string(self.logLevel),
                 "metrics_listen": self.metricsListen.map { .string($0.description) } ?? .null,
                 "io_uring": .bool(self.ioUring),
+                "max_client_conn": JSONValue(self.maxClientConnections),
+                "max_login_clients": JSONValue(self.maxLoginClients),
+                "max_user_connections": JSONValue(self.maxUserConnections),
             ],
             "auth": [
                 "file": self.auth.file.map { .string($0) } ?? .null,
@@ -58,6 +61,7 @@ extension PoolSettings {
             ("max_prepared_statements", JSONValue(self.maxPreparedStatements)),
             ("statement_budget", .string(ByteSizeParser.text(self.statementBudget))),
             ("max_client_statements", JSONValue(self.maxClientStatements)),
+            ("max_clients", JSONValue(self.maxClients)),
             ("recycle", .string(self.adaptiveRecycle ? "adaptive" : "fixed")),
         ]
         let optional: [(String, Duration?)] = [

@@ -237,7 +237,33 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             "uptime_s": JSONValue((Moment.now - self.runtime.startedAt).seconds),
             "clients": JSONValue(self.runtime.clients.count),
             "shutting_down": .bool(self.runtime.isShuttingDown),
+            "limits": self.agentLimits,
         ]
+    }
+
+    /// Each agent-wide limit with how much of it is used, and how many clients each limit refused.
+    private var agentLimits: JSONValue {
+        let limits = self.runtime.limits
+        let configuration = self.runtime.configuration
+        let busiest = limits.busiestUser
+        var user: [(String, JSONValue)] = [
+            ("limit", configuration.maxUserConnections > 0 ? JSONValue(configuration.maxUserConnections) : .null),
+            ("used", JSONValue(busiest?.clients ?? 0)),
+        ]
+        user.append(("user", busiest.map { .string($0.name) } ?? .null))
+        let refused = ["max_client_conn", "max_login_clients", "max_clients", "max_user_connections", "descriptors"]
+        return [
+            "max_client_conn": Self.limit(configuration.maxClientConnections, used: limits.open),
+            "max_login_clients": Self.limit(configuration.maxLoginClients, used: limits.loggingIn),
+            "max_user_connections": .object(user),
+            "descriptors": Self.limit(Int(clamping: DescriptorLimit.current.soft), used: DescriptorLimit.open),
+            "refused": .object(refused.map { ($0, JSONValue(limits.refused[$0, default: 0])) }),
+        ]
+    }
+
+    /// A limit (null: none) and its use.
+    private static func limit(_ limit: Int?, used: Int) -> JSONValue {
+        ["limit": limit.map { JSONValue($0) } ?? .null, "used": JSONValue(used)]
     }
 
     private func poolStats(_ pool: Pool) -> JSONValue {
@@ -262,6 +288,11 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                 "overflow": JSONValue(max(0, pool.openCount - configuration.size)),
             ],
             "clients": ["active": JSONValue(active), "waiting": JSONValue(waiting)],
+            "limits": [
+                "max_clients": Self.limit(pool.settings.maxClients > 0 ? pool.settings.maxClients : nil,
+                                          used: self.runtime.limits.clients(of: pool.name)),
+                "statement_budget": Self.limit(pool.statements.budget, used: pool.statements.bytes),
+            ],
             "counters": [
                 "checkouts": JSONValue(pool.stats.checkouts),
                 "waits": JSONValue(pool.stats.waits),

@@ -46,7 +46,25 @@ extension AgentRuntime {
         summary("poolagent_wait_seconds", "Time a request waited for a server.") { $0.stats.waitTime }
         summary("poolagent_transaction_seconds", "Time from a transaction's first request until the server was idle.") { $0.stats.transactionTime }
         summary("poolagent_query_seconds", "Time from a request until its last ReadyForQuery.") { $0.stats.queryTime }
-        text += "# HELP poolagent_clients Client connections.\n# TYPE poolagent_clients gauge\npoolagent_clients \(self.clients.count)\n"
+        family("poolagent_pool_clients", "gauge", "Logged-in clients of the pool.") { self.limits.clients(of: $0.name) }
+        family("poolagent_pool_max_clients", "gauge", "The pool's max_clients (0: no limit).") { $0.settings.maxClients }
+        family("poolagent_statement_bytes", "gauge", "Statement text the pool keeps for its clients' named statements.") { $0.statements.bytes }
+        family("poolagent_statement_budget_bytes", "gauge", "The pool's statement_budget.") { $0.statements.budget }
+        func gauge(_ name: String, _ type: String, _ help: String, _ value: Int) {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
+        }
+        gauge("poolagent_clients", "gauge", "Client connections, logged in or not.", self.clients.count)
+        gauge("poolagent_max_client_conn", "gauge", "The agent's max_client_conn.", self.configuration.maxClientConnections)
+        gauge("poolagent_login_clients", "gauge", "Clients still logging in.", self.limits.loggingIn)
+        gauge("poolagent_max_login_clients", "gauge", "The agent's max_login_clients.", self.configuration.maxLoginClients)
+        gauge("poolagent_max_user_connections", "gauge", "The agent's max_user_connections (0: no limit).", self.configuration.maxUserConnections)
+        gauge("poolagent_user_clients_max", "gauge", "Logged-in clients of the user with the most.", self.limits.busiestUser?.clients ?? 0)
+        gauge("poolagent_open_fds", "gauge", "File descriptors the agent has open.", DescriptorLimit.open)
+        gauge("poolagent_max_fds", "gauge", "The agent's soft descriptor limit.", Int(clamping: DescriptorLimit.current.soft))
+        text += "# HELP poolagent_clients_refused_total Clients refused or shed, by limit.\n# TYPE poolagent_clients_refused_total counter\n"
+        for key in ["max_client_conn", "max_login_clients", "max_clients", "max_user_connections", "descriptors"] {
+            text += "poolagent_clients_refused_total{limit=\"\(key)\"} \(self.limits.refused[key, default: 0])\n"
+        }
         return text
     }
 

@@ -18,6 +18,8 @@ final class Listener: IOHandler, @unchecked Sendable {  // Confined to the loop 
     private let logger: Logger
     private let accepted: (Int32) -> Void
     private var paused = false
+    /// Called when accept fails for lack of descriptors, before retrying: the runtime sheds clients then.
+    var onDescriptorsExhausted: (() -> Void)?
 
     private init(fd: Int32, loop: IOLoop, logger: Logger, accepted: @escaping (Int32) -> Void) {
         self.fd = fd
@@ -58,7 +60,14 @@ final class Listener: IOHandler, @unchecked Sendable {  // Confined to the loop 
                 return
             case EINTR, ECONNABORTED, EPROTO:
                 continue
-            case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+            case EMFILE, ENFILE:
+                // Out of descriptors: clients still logging in make room, so server connects do not starve;
+                // the connection waits in the backlog meanwhile.
+                self.logger.warning("cannot accept a connection, retrying in 100 ms", metadata: [LogKey.error: "\(String(cString: strerror(code)))"])
+                self.onDescriptorsExhausted?()
+                self.pause(for: .milliseconds(100))
+                return
+            case ENOBUFS, ENOMEM:
                 // The connection waits in the backlog; retry shortly instead of spinning on the ready socket.
                 self.logger.warning("cannot accept a connection, retrying in 100 ms", metadata: [LogKey.error: "\(String(cString: strerror(code)))"])
                 self.pause(for: .milliseconds(100))

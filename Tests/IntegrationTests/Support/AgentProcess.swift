@@ -15,7 +15,8 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
 
     /// `pools` is the TOML of the [pools.*] tables (and [defaults] if wanted); the [agent] table is generated.
     /// `sections` holds the [auth] and [tls] tables.
-    init(pools: String, agentExtra: String = "", sections: String = AgentProcess.trustEveryone) throws {
+    /// `descriptorLimit` starts the agent under `ulimit -n` (soft and hard) of that many.
+    init(pools: String, agentExtra: String = "", sections: String = AgentProcess.trustEveryone, descriptorLimit: Int? = nil) throws {
         self.directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("poolagent-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.port = try Self.freePort()
@@ -36,8 +37,15 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
         try config.write(to: configFile, atomically: true, encoding: .utf8)
         self.logFile = self.directory.appendingPathComponent("agent.log")
         _ = FileManager.default.createFile(atPath: self.logFile.path, contents: nil)
-        self.process.executableURL = URL(fileURLWithPath: TestEnvironment.agentBinary)
-        self.process.arguments = ["--config", configFile.path, "--log-level", "debug"]
+        let arguments = ["--config", configFile.path, "--log-level", "debug"]
+        if let descriptorLimit {
+            // exec keeps the process id: the agent is still `process`.
+            self.process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            self.process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"", TestEnvironment.agentBinary] + arguments
+        } else {
+            self.process.executableURL = URL(fileURLWithPath: TestEnvironment.agentBinary)
+            self.process.arguments = arguments
+        }
         let log = try FileHandle(forWritingTo: self.logFile)
         self.process.standardOutput = log
         self.process.standardError = log
