@@ -178,11 +178,13 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
                 self.shutdown(.immediate)
             default:
                 self.runtime.eventLoop.execute {
-                    do throws(ReloadError) {
-                        let result = try self.runtime.reload()
-                        self.logger.notice("SIGHUP received: configuration reloaded", metadata: ["result": "\(result)"])
-                    } catch {
-                        self.logger.error("SIGHUP received: reload refused, nothing changed", metadata: [LogKey.reason: "\(error)"])
+                    self.runtime.reload().whenComplete { result in
+                        switch result {
+                        case .success(let outcome):
+                            self.logger.notice("SIGHUP received: configuration reloaded", metadata: ["result": "\(outcome)"])
+                        case .failure(let error):
+                            self.logger.error("SIGHUP received: reload refused, nothing changed", metadata: [LogKey.reason: "\(error)"])
+                        }
                     }
                 }
             }

@@ -263,17 +263,25 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
 
     // MARK: Reload
 
-    /// Re-reads the configuration file. A bad file changes nothing and the errors come back; otherwise pool
-    /// limits and policies apply at once, new pools start, removed pools drain and close, and a changed
-    /// upstream replaces its servers as they are released. Listener and socket changes need a restart.
-    func reload() throws(ReloadError) -> ReloadOutcome {
+    /// Re-reads the configuration file (with the auth file and certificates) on a worker, then applies it on
+    /// the loop. A bad file changes nothing and the errors come back; otherwise pool limits and policies apply
+    /// at once, new pools start, removed pools drain and close, and a changed upstream replaces its servers
+    /// as they are released. Listener and socket changes need a restart. The future fails with `ReloadError`.
+    func reload() -> EventLoopFuture<ReloadOutcome> {
+        guard !self.isShuttingDown else { return self.eventLoop.makeFailedFuture(ReloadError.shuttingDown) }
+        let path = self.configuration.path
+        return self.threadPool.runIfActive(eventLoop: self.eventLoop) { () throws -> AgentConfiguration in
+            do throws(ConfigError) {
+                return try ConfigLoader.load(path: path)
+            } catch {
+                throw ReloadError.invalidConfiguration(file: error.file, errors: [error.description])
+            }
+        }.flatMapThrowing { [self] next in try self.apply(next) }
+    }
+
+    /// Applies a configuration read by `reload`; on the loop, no file is read here.
+    private func apply(_ next: AgentConfiguration) throws(ReloadError) -> ReloadOutcome {
         guard !self.isShuttingDown else { throw .shuttingDown }
-        let next: AgentConfiguration
-        do {
-            next = try ConfigLoader.load(path: self.configuration.path)
-        } catch {
-            throw .invalidConfiguration(file: error.file, errors: [error.description])
-        }
         for (name, settings) in next.pools where self.pools[name] != nil {
             do {
                 _ = try UpstreamConninfo(parsing: settings.upstream)

@@ -20,6 +20,18 @@ import Testing
         #expect(parameters.filter { $0.0 == "sslmode" }.count == 1)
     }
 
+    @Test func keepalivesAndAUserTimeoutUnlessTheConninfoSetsItsOwn() throws {
+        let plain = try UpstreamConninfo(parsing: "host=db port=5432").connectParameters(poolName: "app", serverSettings: [], connectTimeout: .seconds(5))
+        let byName = Dictionary(plain, uniquingKeysWith: { _, last in last })
+        #expect(byName["keepalives"] == "1")
+        #expect(byName["keepalives_idle"] == "30")
+        #expect(byName["tcp_user_timeout"] == "30000")
+        let own = try UpstreamConninfo(parsing: "host=db keepalives_idle=120 tcp_user_timeout=0")
+            .connectParameters(poolName: "app", serverSettings: [], connectTimeout: .seconds(5))
+        #expect(own.filter { $0.0 == "keepalives_idle" }.map(\.1) == ["120"])
+        #expect(own.filter { $0.0 == "tcp_user_timeout" }.map(\.1) == ["0"])
+    }
+
     @Test func redactedHidesThePassword() throws {
         let conninfo = try UpstreamConninfo(parsing: "postgresql://app:s3cret@db.example:5432/app")
         #expect(!conninfo.redacted.contains("s3cret"))

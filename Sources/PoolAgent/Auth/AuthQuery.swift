@@ -38,7 +38,9 @@ final class AuthQuery: @unchecked Sendable {  // `connection`: only with `lock` 
         self.query = query
         var parameters = try UpstreamConninfo(parsing: conninfo).connectParameters(
             poolName: poolName,
-            serverSettings: [("search_path", "pg_catalog, pg_temp")],
+            // A lookup that hangs (a lock, a slow catalog) ends with an error after ten seconds instead of
+            // holding the pool's logins.
+            serverSettings: [("search_path", "pg_catalog, pg_temp"), ("statement_timeout", "10s")],
             connectTimeout: connectTimeout
         )
         parameters.removeAll { $0.0 == "fallback_application_name" }

@@ -30,8 +30,15 @@ extension ClientSession {
             case .decide(let startup):
                 self.run(self.login.decided(self.decide(startup), peerHost: self.peerHost))
             case .checkPeer:
-                let credentials = try? self.transport.peerCredentials()
-                self.run(self.login.peerChecked(osUser: credentials.flatMap { systemUserName(uid: $0.uid) }))
+                // The user database may be NSS over the network: looked up on a worker, never on the loop.
+                let uid = (try? self.transport.peerCredentials())?.uid
+                self.transport.flush()
+                self.runtime.threadPool.runIfActive(eventLoop: self.transport.loop) { uid.flatMap { systemUserName(uid: $0) } }
+                    .whenComplete { [self] result in
+                        guard self.state == .startup else { return }
+                        self.run(self.login.peerChecked(osUser: (try? result.get()) ?? nil))
+                    }
+                return
             case .lookUpSecret(let startup, let method):
                 self.lookUpSecret(startup, method: method)
             case .write(let buffer):

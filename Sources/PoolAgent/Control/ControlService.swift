@@ -132,17 +132,17 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             return .value(["killed": JSONValue(id)])
         case "reload":
             _ = try RPCParams(request, allowed: [])
-            do {
-                return .value(Self.json(try self.runtime.reload()))
-            } catch {
-                switch error {
-                case .shuttingDown:
+            return .later(self.runtime.reload().map { Self.json($0) }.flatMapErrorThrowing { error in
+                switch error as? ReloadError {
+                case .shuttingDown?:
                     throw RPCError(code: ControlError.shuttingDown, message: "Shutting down", data: ["reason": "the agent is shutting down"])
-                case .invalidConfiguration(let file, let errors):
+                case .invalidConfiguration(let file, let errors)?:
                     throw RPCError(code: ControlError.invalidConfiguration, message: "Invalid configuration",
                                    data: ["file": .string(file), "errors": .array(errors.map { .string($0) })])
+                case nil:
+                    throw error
                 }
-            }
+            })
         case "config":
             _ = try RPCParams(request, allowed: [])
             return .value(self.runtime.configuration.redactedJSON)

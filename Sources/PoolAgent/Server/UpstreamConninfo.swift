@@ -64,6 +64,10 @@ struct UpstreamConninfo: Sendable, Equatable {
             parameters.append(("connect_timeout", String(max(1, Int(connectTimeout.seconds.rounded(.up))))))
         }
         if self["fallback_application_name"] == nil { parameters.append(("fallback_application_name", "poolagent")) }
+        // A server behind a dead network is found out, not waited on for hours: keepalives probe an idle
+        // connection, and data the peer does not acknowledge within 30 s ends it (TCP only; the conninfo's own
+        // values win).
+        for (keyword, value) in Self.liveness where self[keyword] == nil { parameters.append((keyword, value)) }
         var startupOptions = self["options"] ?? ""
         for (name, value) in serverSettings {
             if !startupOptions.isEmpty { startupOptions += " " }
@@ -72,6 +76,11 @@ struct UpstreamConninfo: Sendable, Equatable {
         if !startupOptions.isEmpty { parameters.append(("options", startupOptions)) }
         return parameters
     }
+
+    static let liveness = [
+        ("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3"),
+        ("tcp_user_timeout", "30000"),
+    ]
 
     /// The conninfo with any password replaced, safe for logs and `config`.
     var redacted: String {
