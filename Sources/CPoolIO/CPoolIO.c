@@ -112,6 +112,43 @@ int cpoolio_peer_address(int fd, int *family, uint8_t *address, int *port) {
     return 0;
 }
 
+int cpoolio_connect_to_peer_of(int fd) {
+    struct sockaddr_storage storage;
+    socklen_t length = sizeof storage;
+    if (getpeername(fd, (struct sockaddr *)&storage, &length) != 0) return -1;
+    int connecting = socket(storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (connecting < 0) return -1;
+    if (connect(connecting, (struct sockaddr *)&storage, length) != 0 && errno != EINPROGRESS) {
+        int saved = errno;
+        close(connecting);
+        errno = saved;
+        return -1;
+    }
+    return connecting;
+}
+
+int cpoolio_connect_error(int fd) {
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return errno;
+    return error;
+}
+
+int cpoolio_cancel_key(const void *cancel, int32_t pid, int32_t *key) {
+    // struct pg_cancel { SockAddr raddr; int be_pid; int be_key; ... } with SockAddr a sockaddr_storage and
+    // its length: the pid sits right after those (128 + 4 bytes, aligned to 8 on LP64).
+    const unsigned char *bytes = cancel;
+    for (size_t offset = sizeof(struct sockaddr_storage) + sizeof(socklen_t); offset <= sizeof(struct sockaddr_storage) + 16; offset += 4) {
+        int32_t found;
+        memcpy(&found, bytes + offset, sizeof found);
+        if (found == pid) {
+            memcpy(key, bytes + offset + 4, sizeof *key);
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static int listen_on(int fd, int backlog) {
     if (listen(fd, backlog) != 0) {
         int saved = errno;

@@ -1,5 +1,6 @@
 // Starts and stops the agent: listeners, pools, the control socket and signal handling.
 
+import Dispatch
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -82,10 +83,20 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         try? self.metricsChannel?.close().wait()
         unlink(self.configuration.controlSocket)
         if let path = self.unixSocketPath { unlink(path) }
-        try? self.threadPool.syncShutdownGracefully()
+        self.stopWorkers(within: .seconds(3))
         try? self.group.syncShutdownGracefully()
         try? self.loop.syncShutdownGracefully()
         self.logger.info("poolagent stopped")
+    }
+
+    /// Lets the worker threads finish what they run for up to `limit`: a libpq call stuck on a dead network
+    /// (a DNS lookup, a connect that has not timed out yet) does not hold the exit; the process ends without it.
+    private func stopWorkers(within limit: Duration) {
+        let done = DispatchSemaphore(value: 0)
+        self.threadPool.shutdownGracefully { _ in done.signal() }
+        if done.wait(timeout: .now() + .milliseconds(Int(limit.seconds * 1000))) == .timedOut {
+            self.logger.warning("worker threads still busy with a libpq call; stopping without waiting for them")
+        }
     }
 
     var unixSocketPath: String? {

@@ -112,5 +112,36 @@ extension Integration {
             #expect(Date().timeIntervalSince(started) < 5)
             #expect(throws: PGError.self) { _ = try client.finishQuery() }
         }
+    
+        @Test func sigtermEndsWithinTheShutdownTimeoutWhileAWorkerIsStuckConnecting() throws {
+            // An upstream that takes the TCP connection and never answers: libpq waits in its connect until
+            // connect_timeout (a minute here), on a worker thread.
+            let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(silent) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) } }
+            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(silent, $0, &length) } }
+            listen(silent, 16)
+            let port = Int(UInt16(bigEndian: address.sin_port))
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "host=127.0.0.1 port=\(port) user=nobody dbname=postgres"
+                size = 1
+                connect_timeout = "60s"
+                wait_timeout = "60s"
+                """, agentExtra: "shutdown_timeout = \"1s\"")
+            let raw = try RawConnection(port: agent.port)
+            raw.send(RawConnection.startupPacket([("user", "postgres"), ("database", "postgres")]))
+            usleep(500_000)
+            let started = Date()
+            agent.signal(SIGTERM)
+            #expect(agent.waitForExit(timeout: 20) != nil)
+            let took = Date().timeIntervalSince(started)
+            // shutdown_timeout, two seconds for the last FATALs to flush, three for the workers at most.
+            #expect(took < 8, "stopped after \(took) s")
+        }
     }
 }

@@ -86,8 +86,11 @@ private func material(_ outcome: AuthQueryOutcome, scram: ScramSecret? = nil) ->
 
     @Test(arguments: [true, false])
     func bytesPipelinedBehindAnEncryptionRequestAreRefused(tlsOffered: Bool) {
+        // Whatever the answer would be (S or N), as PostgreSQL does.
         var login = LoginMachine(tlsOffered: tlsOffered, tlsRequired: false)
         #expect(login.feed(sslRequest + aliceStartup) == [.fail("08P01", note: nil)])
+        var gss = LoginMachine(tlsOffered: tlsOffered, tlsRequired: false)
+        #expect(gss.feed(gssRequest + aliceStartup) == [.fail("08P01", note: nil)])
     }
 
     @Test func aCancelRequestIsForwarded() {

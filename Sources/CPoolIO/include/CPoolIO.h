@@ -62,6 +62,15 @@ int cpoolio_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid)
 int cpoolio_peer_address(int fd, int *family, uint8_t *address, int *port);
 
 /// A listening socket: TCP on `host`:`port` (numeric address) or a Unix socket at `path` when host is NULL.
+/// A new non-blocking socket connecting to the address `fd` is connected to (its peer): the descriptor,
+/// connected or still connecting (EPOLLOUT tells), or -1 with errno.
+int cpoolio_connect_to_peer_of(int fd);
+/// The outcome of a non-blocking connect: 0, or the errno it failed with.
+int cpoolio_connect_error(int fd);
+/// Finds the cancel key in libpq's PGcancel (before protocol 3.2's variable keys): the int after the
+/// backend's pid, which follows the server address. 0 when found; -1 when the layout is not the expected one.
+int cpoolio_cancel_key(const void *cancel, int32_t pid, int32_t *key);
+
 int cpoolio_listen_tcp(const char *host, int port, int backlog);
 int cpoolio_listen_unix(const char *path, int backlog);
 

@@ -47,6 +47,8 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     private var waitingForWritable = false
     private var reportedUnwritable = false
     private var closeWhenFlushed = false
+    /// Ends a `closeAfterFlush` whose peer does not read; cancelled when the socket closes first.
+    private var closeTimer: Scheduled<Void>?
     private var flushPending = false
     /// Sent before other transports at the end of a loop turn (server connections).
     var flushesFirst = false
@@ -360,7 +362,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         }
         self.closeWhenFlushed = true
         self.setReading(false)
-        _ = self.loop.scheduleTask(in: .seconds(5)) { [self] in self.close() }
+        self.closeTimer = self.loop.scheduleTask(in: .seconds(5)) { [self] in self.close() }
     }
 
     func close() {
@@ -383,6 +385,8 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         self.loop.deregister(self.fd)
         Glibc.close(self.fd)
         self.fd = -1
+        self.closeTimer?.cancel()
+        self.closeTimer = nil
         self.output.removeAll()
         self.outputBytes = 0
         self.tls = nil

@@ -1,6 +1,7 @@
 // Opens server connections with libpq (blocking, on a worker thread) and hands back a plain socket for the event loop.
 
 import CLibPQ
+import CPoolIO
 
 #if canImport(Glibc)
 import Glibc
@@ -14,6 +15,9 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
     private var connection: OpaquePointer?
     let backendPID: Int32
     let cancelHandle: CancelHandle?
+    /// The backend's cancel key, read from libpq's cancel handle where its layout is known (libpq before 18,
+    /// whose keys are 4 bytes), so the agent can send cancel requests itself; nil: only `cancelHandle`.
+    let cancelKey: Int32?
     /// A duplicate of libpq's socket: the link closes it in `finish()` until `handOffSocket()` gives it to the loop.
     private var socket: CInt
     /// ParameterStatus values libpq collected during login.
@@ -22,8 +26,10 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
     fileprivate init(connection: OpaquePointer, socket: CInt) {
         self.connection = connection
         self.socket = socket
-        self.backendPID = PQbackendPID(connection)
+        let backendPID = PQbackendPID(connection)
+        self.backendPID = backendPID
         self.cancelHandle = PQgetCancel(connection).map(CancelHandle.init)
+        self.cancelKey = self.cancelHandle.flatMap { $0.key(backendPID: backendPID) }
         var parameters: [String: String] = [:]
         for name in ReportedParameters.all {
             if let value = PQparameterStatus(connection, name) {
@@ -71,6 +77,14 @@ final class CancelHandle: @unchecked Sendable {  // PQcancel is documented as th
     private let pointer: OpaquePointer
 
     init(_ pointer: OpaquePointer) { self.pointer = pointer }
+
+    /// The secret key inside the handle (see `cpoolio_cancel_key`), when libpq is older than 18 and the
+    /// backend's pid is where it should be.
+    func key(backendPID: Int32) -> Int32? {
+        guard PQlibVersion() < 180_000, backendPID > 0 else { return nil }
+        var key: Int32 = 0
+        return cpoolio_cancel_key(UnsafeRawPointer(self.pointer), backendPID, &key) == 0 ? key : nil
+    }
 
     /// Sends a CancelRequest on a new connection (blocking); returns libpq's error text on failure.
     func cancel() -> String? {

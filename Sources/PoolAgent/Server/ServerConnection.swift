@@ -53,6 +53,10 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     /// another client until they are, so a late cancel cannot hit the next client's query.
     private var cancelsInFlight = 0
     private var releaseAfterCancel: (reusable: Bool, reason: String?)?
+    /// Tells a cancel's completion from a later one's.
+    private var cancelGeneration = 0
+    /// A cancel request was sent but not seen through: the server must not serve another client.
+    private var cancelMayStillLand = false
     private var scanner: MessageScanner
     private var internalQuery: InternalQuery?
     /// The linked client; cleared when it leaves or the server closes (a strong reference: no side table
@@ -172,6 +176,10 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             self.releaseAfterCancel = (reusable, reason)
             return
         }
+        if self.cancelMayStillLand, reusable {
+            self.returnToPool(reusable: false, reason: "a cancel request sent to it may still arrive")
+            return
+        }
         if reusable { self.state = .idle }
         self.lastUsedAt = self.pool.eventLoop.time
         self.pool.release(self, reusable: reusable, reason: reason)
@@ -179,27 +187,54 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     // MARK: Cancel
 
-    /// Sends a CancelRequest to this backend on a worker thread.
+    /// Sends a CancelRequest to this backend: by the agent itself from the loop where it knows the key, else
+    /// with libpq's PQcancel on a worker. Either way it ends within the pool's connect_timeout. The server
+    /// goes back to the pool only after its cancel has ended; a request that may still land later (sent but
+    /// not seen through) leaves the server closed when released, never handed to another client.
     func cancel(threadPool: NIOThreadPool, logger: Logger) {
-        // One cancel at a time per backend: more would only queue blocking work and hold the server longer.
-        guard let handle = self.link.cancelHandle, self.state != .closed, self.cancelsInFlight == 0 else { return }
-        self.cancelsInFlight += 1
+        // One cancel at a time per backend: more would only hold the server longer.
+        guard self.state != .closed, self.cancelsInFlight == 0, let transport = self.transport, transport.isOpen else { return }
+        self.cancelsInFlight = 1
+        self.cancelGeneration += 1
+        let generation = self.cancelGeneration
         let pid = self.backendPID
-        threadPool.runIfActive(eventLoop: self.transport.loop) { handle.cancel() }.whenComplete { [self] result in
-            switch result {
-            case .success(nil):
-                logger.debug("cancel request sent", metadata: [LogKey.backendPID: "\(pid)"])
-            case .success(let failure?):
+        let timeout = self.pool.settings.connectTimeout.timeAmount
+        let ended: @Sendable (String?, Bool) -> Void = { [self] failure, uncertain in
+            guard self.cancelGeneration == generation, self.cancelsInFlight > 0 else { return }
+            if let failure {
                 logger.warning("cancel request failed", metadata: [LogKey.backendPID: "\(pid)", LogKey.error: "\(failure)"])
-            case .failure(let error):
-                logger.warning("cancel request failed", metadata: [LogKey.backendPID: "\(pid)", LogKey.error: "\(error)"])
+            } else {
+                logger.debug("cancel request sent", metadata: [LogKey.backendPID: "\(pid)"])
             }
-            self.cancelsInFlight -= 1
-            if self.cancelsInFlight == 0, let pending = self.releaseAfterCancel {
-                self.releaseAfterCancel = nil
-                if self.state == .closed { return }
-                self.returnToPool(reusable: pending.reusable, reason: pending.reason)
+            self.cancelEnded(uncertain: uncertain)
+        }
+        if let key = self.link.cancelKey {
+            CancelSender.send(processID: pid, secretKey: key, toPeerOf: transport.fd, loop: transport.loop, timeout: timeout) { outcome in
+                ended(outcome.failure, outcome.mayStillLand)
             }
+            return
+        }
+        guard let handle = self.link.cancelHandle else {
+            self.cancelsInFlight = 0
+            return
+        }
+        threadPool.runIfActive(eventLoop: transport.loop) { handle.cancel() }.whenComplete { result in
+            switch result {
+            case .success(let failure): ended(failure, false)
+            case .failure(let error): ended("\(error)", false)
+            }
+        }
+        // PQcancel's connect has no timeout of its own: past the deadline the server is given up on.
+        _ = transport.loop.scheduleTask(in: timeout) { ended("PQcancel did not return within \(timeout.nanoseconds / 1_000_000_000) s", true) }
+    }
+
+    private func cancelEnded(uncertain: Bool) {
+        self.cancelsInFlight = 0
+        if uncertain { self.cancelMayStillLand = true }
+        if let pending = self.releaseAfterCancel {
+            self.releaseAfterCancel = nil
+            if self.state == .closed { return }
+            self.returnToPool(reusable: pending.reusable, reason: pending.reason)
         }
     }
 

@@ -26,7 +26,7 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
             listen = ["127.0.0.1:\(self.port)"]
             unix_socket_dir = "\(self.directory.path)"
             control_socket = "\(self.controlSocket)"
-            shutdown_timeout = "5s"
+            \(agentExtra.contains("shutdown_timeout") ? "" : "shutdown_timeout = \"5s\"")
             \(agentExtra)
 
             \(sections)
