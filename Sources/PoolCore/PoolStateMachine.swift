@@ -237,7 +237,8 @@ where Instant.Duration == Duration {
         return (self.connectionsToOpen(now: now), waiting.isEmpty ? nil : deadline)
     }
 
-    private func isRetired(_ connection: Connection, now: Instant) -> Bool {
+    /// Past its lifetime or from an older generation (reconnect, changed upstream): closed when released.
+    public func isRetired(_ connection: Connection, now: Instant) -> Bool {
         guard let info = self.info[connection] else { return false }
         if info.generation < self.generation { return true }
         if let lifetime = self.configuration.maxLifetime, info.createdAt.advanced(by: lifetime * info.lifetimeFactor) <= now {

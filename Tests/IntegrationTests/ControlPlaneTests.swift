@@ -108,6 +108,10 @@ extension Integration {
             let (status, output) = Self.waitFor(outcome)
             #expect(status == 0, "\(output)")
             #expect(output.contains("number of failed transactions: 0"), "\(output)")
+            // Each replaced server counts as recycled, whether it went at release or idle.
+            let stats = try Self.poolctl(agent, ["--json", "stats"]).output
+            let recycles = stats.range(of: "\"recycles\":").map { Int(stats[$0.upperBound...].prefix { $0.isNumber }) ?? 0 } ?? 0
+            #expect(recycles >= 3, "\(stats)")
         }
 
         @Test func schemasAndBadInputThroughARawSocket() throws {

@@ -202,7 +202,10 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     func release(_ server: ServerConnection, reusable: Bool, reason: String?) {
         if !reusable, let reason { server.noteCloseReason(reason) }
         self.stats.releases += 1
-        self.perform(self.machine.connectionReleased(SerialID(server.id), reusable: reusable, now: self.eventLoop.time))
+        let now = self.eventLoop.time
+        // Recycled at release (lifetime, reconnect) counts as the janitor's recycling does.
+        if reusable, self.machine.isRetired(SerialID(server.id), now: now) { self.stats.recycles += 1 }
+        self.perform(self.machine.connectionReleased(SerialID(server.id), reusable: reusable, now: now))
     }
 
     func serverClosed(_ server: ServerConnection) {
