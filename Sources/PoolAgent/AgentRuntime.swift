@@ -41,6 +41,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     private(set) var limits: ClientLimits
     /// Refused connections being told why (`RefusedClient`), and how many may be at once.
     private var refusing = 0
+    private var lastShed: Moment?
     static let refusingLimit = 256
 
     init(configuration: AgentConfiguration, eventLoop: IOLoop, threadPool: NIOThreadPool, logger: Logger) throws {
@@ -166,6 +167,11 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// server connects and established clients keep working. A flood of idle unauthenticated sockets costs
     /// its own newest members, not the pools.
     func shedLoggingIn() {
+        // Once per 100 ms at most: a flood at the ceiling must not scan every client per connection, nor cost
+        // more logins than it brings.
+        let now = self.eventLoop.time
+        if let last = self.lastShed, last.duration(to: now) < .milliseconds(100) { return }
+        self.lastShed = now
         let loggingIn = self.clients.values.filter { $0.state == .startup }.sorted { $0.id > $1.id }
         guard !loggingIn.isEmpty else { return }
         let count = min(loggingIn.count, max(16, loggingIn.count / 10))

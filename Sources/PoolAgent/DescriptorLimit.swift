@@ -1,5 +1,8 @@
 // The process's descriptor limit: raised to the hard limit at start, and compared with what the configuration needs.
 
+import NIOConcurrencyHelpers
+import PoolCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,8 +15,19 @@ public enum DescriptorLimit {
         return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
     }
 
-    /// Descriptors this process has open now (entries of /proc/self/fd, less the one reading it).
+    /// Descriptors this process has open (entries of /proc/self/fd, less the one reading it), counted at
+    /// most once a second: a scrape every few seconds must not walk tens of thousands of entries each time.
     public static var open: Int {
+        let now = Moment.now
+        if let cached = self.cache.withLockedValue({ $0 }), cached.at.duration(to: now) < .seconds(1) { return cached.count }
+        let count = self.count()
+        self.cache.withLockedValue { $0 = (now, count) }
+        return count
+    }
+
+    private static let cache = NIOLockedValueBox<(at: Moment, count: Int)?>(nil)
+
+    private static func count() -> Int {
         guard let directory = opendir("/proc/self/fd") else { return 0 }
         defer { closedir(directory) }
         var count = 0

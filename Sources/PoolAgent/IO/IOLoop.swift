@@ -369,11 +369,11 @@ final class IOLoop: EventLoop, @unchecked Sendable {  // Loop state is touched o
         }
     }
 
-    /// Takes a cancelled timer out of the heap at once, so what its task holds is released now, not when it
-    /// would have fired.
     /// Timers waiting in the heap (loop thread only).
     var scheduledTimers: Int { self.timers.count }
 
+    /// Takes a cancelled timer out of the heap at once, so what its task holds is released now, not when it
+    /// would have fired.
     private func cancelTimer<T>(_ entry: TimerEntry, promise: EventLoopPromise<T>) {
         guard entry.cancel() else { return }
         self.timers.remove(entry)

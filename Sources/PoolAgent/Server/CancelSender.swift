@@ -64,12 +64,16 @@ final class CancelSender: IOHandler, @unchecked Sendable {  // Confined to the l
     func ioReady(_ events: UInt32) {
         switch self.stage {
         case .connecting:
+            // Only the connect's own end counts (an event left over from a descriptor that closed earlier in
+            // the same batch and had this number must not).
+            guard events & UInt32(CPOOLIO_OUT | CPOOLIO_ERR | CPOOLIO_HUP) != 0 else { return }
             let error = cpoolio_connect_error(self.fd)
             guard error == 0 else {
                 self.finish("cannot connect to send the cancel request: \(String(cString: strerror(error)))")
                 return
             }
             let sent = self.packet.withUnsafeBytes { cpoolio_send(self.fd, $0.baseAddress, $0.count) }
+            if sent < 0, [EAGAIN, EINTR, ENOTCONN, EINPROGRESS].contains(errno) { return }  // not connected yet
             guard sent == self.packet.count else {
                 self.finish("cannot send the cancel request: \(String(cString: strerror(errno)))")
                 return

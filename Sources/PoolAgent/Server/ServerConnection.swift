@@ -57,6 +57,9 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     private var cancelGeneration = 0
     /// A cancel request was sent but not seen through: the server must not serve another client.
     private var cancelMayStillLand = false
+    /// libpq's blocking PQcancel runs on a worker (only where the agent cannot send cancels itself).
+    private var blockingCancelRunning = false
+    private var cancelDeadline: Scheduled<Void>?
     private var scanner: MessageScanner
     private var internalQuery: InternalQuery?
     /// The linked client; cleared when it leaves or the server closes (a strong reference: no side table
@@ -214,22 +217,30 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             }
             return
         }
-        guard let handle = self.link.cancelHandle else {
+        // One PQcancel per server at a time, even past its deadline: a stuck one must not be joined by more
+        // on the shared worker threads.
+        guard let handle = self.link.cancelHandle, !self.blockingCancelRunning else {
             self.cancelsInFlight = 0
             return
         }
-        threadPool.runIfActive(eventLoop: transport.loop) { handle.cancel() }.whenComplete { result in
+        self.blockingCancelRunning = true
+        threadPool.runIfActive(eventLoop: transport.loop) { handle.cancel() }.whenComplete { [self] result in
+            self.blockingCancelRunning = false
             switch result {
             case .success(let failure): ended(failure, false)
             case .failure(let error): ended("\(error)", false)
             }
         }
         // PQcancel's connect has no timeout of its own: past the deadline the server is given up on.
-        _ = transport.loop.scheduleTask(in: timeout) { ended("PQcancel did not return within \(timeout.nanoseconds / 1_000_000_000) s", true) }
+        self.cancelDeadline = transport.loop.scheduleTask(in: timeout) {
+            ended("PQcancel did not return within \(timeout.nanoseconds / 1_000_000_000) s", true)
+        }
     }
 
     private func cancelEnded(uncertain: Bool) {
         self.cancelsInFlight = 0
+        self.cancelDeadline?.cancel()
+        self.cancelDeadline = nil
         if uncertain { self.cancelMayStillLand = true }
         if let pending = self.releaseAfterCancel {
             self.releaseAfterCancel = nil

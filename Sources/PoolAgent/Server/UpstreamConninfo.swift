@@ -65,8 +65,8 @@ struct UpstreamConninfo: Sendable, Equatable {
         }
         if self["fallback_application_name"] == nil { parameters.append(("fallback_application_name", "poolagent")) }
         // A server behind a dead network is found out, not waited on for hours: keepalives probe an idle
-        // connection, and data the peer does not acknowledge within 30 s ends it (TCP only; the conninfo's own
-        // values win).
+        // connection (TCP only; the conninfo's own values win). No default tcp_user_timeout: it also ends a
+        // live connection whose server keeps a zero window that long (a long statement behind pipelined input).
         for (keyword, value) in Self.liveness where self[keyword] == nil { parameters.append((keyword, value)) }
         var startupOptions = self["options"] ?? ""
         for (name, value) in serverSettings {
@@ -79,7 +79,6 @@ struct UpstreamConninfo: Sendable, Equatable {
 
     static let liveness = [
         ("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3"),
-        ("tcp_user_timeout", "30000"),
     ]
 
     /// The conninfo with any password replaced, safe for logs and `config`.
