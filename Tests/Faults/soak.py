@@ -3,7 +3,7 @@
 sampling the agent's RSS, descriptors, servers and a probe's p99 latency every few seconds into a CSV and a PNG.
 Run it through scripts/soak.
 
-Faults, one every 10-30 s, at random: terminated backends, drain/resume, a resize step (20, 5, 50, 20), a burst
+Faults, one every 10-30 s, at random: terminated backends, drain/resume, a few seconds at size 5 or 50, a burst
 of recycling (max_lifetime 1 s for 5 s), a burst of client aborts mid-transaction, and now and then (at most
 every 5 minutes) an immediate PostgreSQL restart. The probe is one client of its own running SELECT 1 every
 100 ms; its latencies make each sample's p99.
@@ -112,8 +112,9 @@ async def inject(s, kind):
         await s.agent.call("resume", pool="postgres")
         s.faults += 1
     elif kind == "resize":
-        s.resize_step = getattr(s, "resize_step", 0) + 1
-        await s.agent.call("resize", pool="postgres", size=[5, 50, 20][s.resize_step % 3])
+        await s.agent.call("resize", pool="postgres", size=s.rng.choice((5, 50)))
+        await asyncio.sleep(s.rng.uniform(3, 8))
+        await s.agent.call("resize", pool="postgres", size=faults.SIZE)
         s.faults += 1
     elif kind == "recycle":
         await s.agent.call("set-recycle", pool="postgres", max_lifetime_s=1)
@@ -214,8 +215,8 @@ def write_outputs(samples, fault_log, csv_path, png_path):
         axis.grid(alpha=0.3)
         for at, kind in fault_log:
             axis.axvline(at / 60, color="red" if kind == "restart" else "grey", alpha=0.25, linewidth=0.8)
-    axes[0].set_ylim(bottom=0)
-    axes[1].set_ylim(bottom=0)
+    for axis, key in ((axes[0], "rss_mib"), (axes[1], "fds")):
+        axis.set_ylim(0, max(row[key] for row in samples) * 1.25)
     axes[-1].set_xlabel("minutes (grey: a fault; red: PostgreSQL restarted)")
     figure.suptitle("poolagent soak: mixed load with faults at random")
     figure.tight_layout()
