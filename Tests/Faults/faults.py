@@ -1130,8 +1130,9 @@ async def main_async(options):
     return 1 if failed else 0
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_arguments(parser):
+    """The options scripts/faults and scripts/soak both pass: the binary, the work place, the cluster, the port
+    and the load."""
     parser.add_argument("--binary", required=True)
     parser.add_argument("--work", required=True)
     parser.add_argument("--pg-dir", required=True)
@@ -1139,6 +1140,11 @@ def main():
     parser.add_argument("--pg-bindir", required=True)
     parser.add_argument("--agent-port", type=int, required=True)
     parser.add_argument("--clients", type=int, default=200)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
     parser.add_argument("--seconds", type=float, default=25)
     parser.add_argument("--aborts", type=int, default=10000)
     parser.add_argument("--only", type=lambda text: [p.strip().upper() for p in text.split(",") if p.strip()])

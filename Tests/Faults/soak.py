@@ -226,13 +226,7 @@ def write_outputs(samples, fault_log, csv_path, png_path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--binary", required=True)
-    parser.add_argument("--work", required=True)
-    parser.add_argument("--pg-dir", required=True)
-    parser.add_argument("--pg-port", type=int, required=True)
-    parser.add_argument("--pg-bindir", required=True)
-    parser.add_argument("--agent-port", type=int, required=True)
-    parser.add_argument("--clients", type=int, default=200)
+    faults.add_common_arguments(parser)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--csv", required=True)

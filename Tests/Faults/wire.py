@@ -1,91 +1,25 @@
 """PostgreSQL protocol v3 over asyncio streams, for the fault matrix: message builders, a client connection that
 reports exactly how far a request got, and a JSON-RPC client for the agent's control socket.
 
-Standard library only.
+Standard library only; the message builders come from Tests/Fuzz/pgwire.py.
 """
 import asyncio
 import json
+import os
 import socket
 import struct
+import sys
 
-PROTOCOL_3 = 196608
-CANCEL_CODE = 80877102
-
-
-def message(kind, body=b""):
-    return kind + struct.pack("!i", len(body) + 4) + body
-
-
-def cstr(text):
-    return (text.encode() if isinstance(text, str) else text) + b"\0"
-
-
-def startup(user, database, **options):
-    body = struct.pack("!i", PROTOCOL_3)
-    for key, value in [("user", user), ("database", database)] + list(options.items()):
-        body += cstr(key) + cstr(value)
-    body += b"\0"
-    return struct.pack("!i", len(body) + 4) + body
+# The message builders and the error-field reader are the fuzzer's (Tests/Fuzz/pgwire.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Fuzz"))
+from pgwire import (  # noqa: E402,F401 - re-exported for the harness
+    CANCEL_CODE, PROTOCOL_3, bind, copy_data, copy_done, cstr, describe, execute, fields, message, parse, query,
+    startup, sync, terminate,
+)
 
 
 def cancel_request(pid, secret):
     return struct.pack("!iiii", 16, CANCEL_CODE, pid, secret)
-
-
-def query(sql):
-    return message(b"Q", cstr(sql))
-
-
-def parse(name, sql, types=()):
-    return message(b"P", cstr(name) + cstr(sql) + struct.pack("!h", len(types))
-                   + b"".join(struct.pack("!I", t) for t in types))
-
-
-def bind(portal, statement, params=()):
-    body = cstr(portal) + cstr(statement) + struct.pack("!h", 0) + struct.pack("!h", len(params))
-    for param in params:
-        if param is None:
-            body += struct.pack("!i", -1)
-        else:
-            data = param.encode() if isinstance(param, str) else param
-            body += struct.pack("!i", len(data)) + data
-    return message(b"B", body + struct.pack("!h", 0))
-
-
-def describe(kind, name):
-    return message(b"D", kind.encode() + cstr(name))
-
-
-def execute(portal="", max_rows=0):
-    return message(b"E", cstr(portal) + struct.pack("!i", max_rows))
-
-
-def sync():
-    return message(b"S")
-
-
-def copy_data(data):
-    return message(b"d", data.encode() if isinstance(data, str) else data)
-
-
-def copy_done():
-    return message(b"c")
-
-
-def terminate():
-    return message(b"X")
-
-
-def fields(body):
-    """The fields of an ErrorResponse or NoticeResponse body, by code letter."""
-    result = {}
-    index = 0
-    while index < len(body) and body[index] != 0:
-        code = chr(body[index])
-        end = body.index(b"\0", index + 1)
-        result[code] = body[index + 1:end].decode(errors="replace")
-        index = end + 1
-    return result
 
 
 def data_row(body):
