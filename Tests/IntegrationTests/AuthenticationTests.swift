@@ -280,6 +280,20 @@ extension Integration {
             try admin.query("DROP SCHEMA pa_evil CASCADE")
         }
 
+        @Test func aHangingAuthQueryEndsWithinItsStatementTimeout() throws {
+            // A lookup that never returns on its own (a lock, a slow catalog): statement_timeout ends it, the
+            // login fails in about 10 s instead of waiting for login_timeout, and the next lookup runs.
+            let agent = try AgentProcess(pools: try Self.pool("pa_auth_hang", extra: """
+                auth_query = "SELECT $1::text FROM pg_sleep(600)"
+                auth_upstream = "\(TestEnvironment.directConninfo)"
+                """), sections: "[auth]\ntcp = \"scram-sha-256\"")
+            let started = Date()
+            #expect(Self.loginFails(agent.conninfo(user: "pa_aq_hang", extra: "password=x connect_timeout=60"), containing: "cannot look up the password"))
+            let took = Date().timeIntervalSince(started)
+            #expect(took >= 9 && took < 20, "the lookup ended after \(took) s")
+            #expect(agent.log.contains("statement timeout"), "the log says why")
+        }
+
         @Test func tlsRequiredRefusesPlaintextAndReloadsTheCertificate() throws {
             let files = try Self.directory()
             defer { try? FileManager.default.removeItem(at: files) }

@@ -43,6 +43,9 @@ final class AuthQuery: @unchecked Sendable {  // `connection`: only with `lock` 
             serverSettings: [("search_path", "pg_catalog, pg_temp"), ("statement_timeout", "10s")],
             connectTimeout: connectTimeout
         )
+        // Its sends are small queries, so unlike a pool's servers it can take a TCP user timeout: a lookup whose
+        // request the network swallowed ends in 10 s.
+        if !parameters.contains(where: { $0.0 == "tcp_user_timeout" }) { parameters.append(("tcp_user_timeout", "10000")) }
         parameters.removeAll { $0.0 == "fallback_application_name" }
         parameters.append(("fallback_application_name", "poolagent auth_query"))
         self.parameters = parameters
