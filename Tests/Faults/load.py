@@ -163,9 +163,8 @@ def row_sql(ident, client, marker, kind):
     return f"('{ident}', {client}, '{marker}', '{kind}')"
 
 
-class RawClient:
-    """Raw protocol v3: explicit transactions with reads and sleeps, autocommit inserts, pipelines of Syncs,
-    pipelined transactions, COPY FROM STDIN, marker reads."""
+class Client:
+    """What every load client has: its ledger, its random source and the marker its reads must carry."""
 
     def __init__(self, load, index, rng):
         self.load = load
@@ -174,6 +173,11 @@ class RawClient:
         self.rng = rng
         self.marker = f"m{index}x{rng.randrange(1 << 30):x}"
         self.conn = None
+
+
+class RawClient(Client):
+    """Raw protocol v3: explicit transactions with reads and sleeps, autocommit inserts, pipelines of Syncs,
+    pipelined transactions, COPY FROM STDIN, marker reads."""
 
     async def run(self):
         while not self.load.stopping:
@@ -353,16 +357,8 @@ class RawClient:
         self.check_marker(result.rows[0][0], "marker SELECT")
 
 
-class AsyncpgClient:
+class AsyncpgClient(Client):
     """asyncpg (named prepared statements, executemany pipelines, binary COPY) with the same bookkeeping."""
-
-    def __init__(self, load, index, rng):
-        self.load = load
-        self.ledger = load.ledger
-        self.index = index
-        self.rng = rng
-        self.marker = f"m{index}x{rng.randrange(1 << 30):x}"
-        self.conn = None
 
     async def run(self):
         while not self.load.stopping:

@@ -10,31 +10,16 @@ import socket
 import struct
 import sys
 
-# The message builders and the error-field reader are the fuzzer's (Tests/Fuzz/pgwire.py).
+# The message builders and the field and row readers are the fuzzer's (Tests/Fuzz/pgwire.py).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Fuzz"))
 from pgwire import (  # noqa: E402,F401 - re-exported for the harness
-    CANCEL_CODE, PROTOCOL_3, bind, copy_data, copy_done, cstr, describe, execute, fields, message, parse, query,
-    startup, sync, terminate,
+    CANCEL_CODE, PROTOCOL_3, bind, copy_data, copy_done, cstr, data_row, describe, execute, fields, message, parse,
+    query, startup, sync, terminate,
 )
 
 
 def cancel_request(pid, secret):
     return struct.pack("!iiii", 16, CANCEL_CODE, pid, secret)
-
-
-def data_row(body):
-    count = struct.unpack("!h", body[:2])[0]
-    index = 2
-    row = []
-    for _ in range(count):
-        length = struct.unpack("!i", body[index:index + 4])[0]
-        index += 4
-        if length < 0:
-            row.append(None)
-        else:
-            row.append(body[index:index + length].decode(errors="replace"))
-            index += length
-    return row
 
 
 class Lost(Exception):

@@ -95,6 +95,22 @@ def fields(body):
     return result
 
 
+def data_row(body):
+    """The values of a DataRow body, as text (None for NULL)."""
+    count = struct.unpack("!h", body[:2])[0]
+    index = 2
+    row = []
+    for _ in range(count):
+        length = struct.unpack("!i", body[index:index + 4])[0]
+        index += 4
+        if length < 0:
+            row.append(None)
+        else:
+            row.append(body[index:index + length].decode(errors="replace"))
+            index += length
+    return row
+
+
 def split_messages(data):
     """Whole messages in `data` and the bytes of an incomplete last one."""
     messages = []
@@ -243,18 +259,7 @@ def simple(host, port, user, database, sql):
         rows = []
         for kind, body in conn.read_until({b"Z"}, timeout=30):
             if kind == b"D":
-                count = struct.unpack("!h", body[:2])[0]
-                index = 2
-                row = []
-                for _ in range(count):
-                    length = struct.unpack("!i", body[index:index + 4])[0]
-                    index += 4
-                    if length < 0:
-                        row.append(None)
-                    else:
-                        row.append(body[index:index + length].decode())
-                        index += length
-                rows.append(row)
+                rows.append(data_row(body))
             elif kind == b"E":
                 raise RuntimeError(f"{sql}: {fields(body)}")
         conn.send(terminate())
