@@ -103,7 +103,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// A client connected on a listener: its socket becomes a session, unless a limit refuses it.
     func accepted(_ fd: Int32, unix: Bool) {
         if let refusal = self.limits.accept(fd: fd) {
-            self.refuse(fd, refusal)
+            self.refuse(fd, refusal, unix: unix)
             if case .descriptors = refusal { self.shedLoggingIn() }
             return
         }
@@ -135,7 +135,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// Tells a client over a limit why, after its encryption request if it sends one (see `RefusedClient`).
     /// Past `refusingLimit` such connections at once, the error goes out at once on the new socket instead
     /// (a client that sent an SSLRequest then reads only that the server answered with an error).
-    private func refuse(_ fd: Int32, _ refusal: ClientLimits.Refusal) {
+    private func refuse(_ fd: Int32, _ refusal: ClientLimits.Refusal, unix: Bool) {
         let refused = self.limits.refused[refusal.key, default: 0]
         self.logger.log(level: refused % 1000 == 1 ? .warning : .debug, "client refused", metadata: [
             LogKey.reason: "\(refusal)", "refused_so_far": "\(refused)",
@@ -144,7 +144,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         if case .descriptors = refusal { explained = false }  // no descriptor to spare for the exchange
         if explained, self.refusing < Self.refusingLimit {
             self.refusing += 1
-            if RefusedClient.start(fd: fd, runtime: self, refusal: refusal) { return }
+            if RefusedClient.start(fd: fd, runtime: self, refusal: refusal, unix: unix) { return }
             self.refusing -= 1
             return
         }

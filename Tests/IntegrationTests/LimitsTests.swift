@@ -118,6 +118,32 @@ extension Integration {
             #expect(eventually { (try? PGConnection(agent.conninfo()).value("SELECT 'after'")) == "after" })
         }
 
+        @Test func aRefusedClientReadsWhyWhateverItsSSLMode() throws {
+            let files = try Authentication.directory()
+            defer { try? FileManager.default.removeItem(at: files) }
+            let tls = try Authentication.makeCertificate(in: files, name: "server")
+            let upstream = try Upstream.role("pa_refused_tls")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                mode = "transaction"
+                size = 1
+                """, agentExtra: "max_client_conn = 1", sections: """
+                \(AgentProcess.trustEveryone)
+                [tls]
+                cert_file = "\(tls.cert)"
+                key_file = "\(tls.key)"
+                """)
+            let holder = try PGConnection(agent.conninfo())
+            // libpq shows nothing sent in answer to an SSLRequest: the reason comes after the TLS handshake
+            // (require), or in plaintext after N (prefer, disable).
+            for mode in ["require", "prefer", "disable"] {
+                #expect(Authentication.loginFails(agent.conninfo(extra: "sslmode=\(mode)"), containing: "sorry, too many clients already"),
+                        "sslmode=\(mode)")
+            }
+            #expect(try holder.value("SELECT 'held'") == "held")
+        }
+
         @Test func poolAndUserLimitsRefuseOnlyTheirOwnClients() throws {
             let upstream = try Upstream.role("pa_poollimit")
             let agent = try AgentProcess(pools: """

@@ -1,5 +1,6 @@
-// A client over a limit, answered as PostgreSQL answers one: its encryption request gets N, its startup packet
-// the FATAL, and the socket closes. A cancel request on such a connection is still carried out.
+// A client over a limit, answered as PostgreSQL answers one: its encryption request is answered (TLS where the
+// agent offers it, so a client that requires TLS reads the reason too), its startup packet gets the FATAL, and the
+// socket closes. A cancel request on such a connection is still carried out.
 
 import NIOCore
 import PGWire
@@ -10,20 +11,22 @@ final class RefusedClient: TransportDelegate, @unchecked Sendable {  // Confined
 
     private unowned(unsafe) let runtime: AgentRuntime
     private let refusal: ClientLimits.Refusal
+    private let unix: Bool
     private var transport: Transport?
     private var input = ByteBuffer()
     private var timer: Scheduled<Void>?
     private var done = false
 
-    private init(runtime: AgentRuntime, refusal: ClientLimits.Refusal) {
+    private init(runtime: AgentRuntime, refusal: ClientLimits.Refusal, unix: Bool) {
         self.runtime = runtime
         self.refusal = refusal
+        self.unix = unix
     }
 
     /// Serves `fd` until it is told; returns false when the socket could not be registered (it is closed).
-    static func start(fd: Int32, runtime: AgentRuntime, refusal: ClientLimits.Refusal) -> Bool {
-        let refused = RefusedClient(runtime: runtime, refusal: refusal)
-        guard let transport = try? Transport.start(fd: fd, loop: runtime.eventLoop, noDelay: true, delegate: refused) else {
+    static func start(fd: Int32, runtime: AgentRuntime, refusal: ClientLimits.Refusal, unix: Bool) -> Bool {
+        let refused = RefusedClient(runtime: runtime, refusal: refusal, unix: unix)
+        guard let transport = try? Transport.start(fd: fd, loop: runtime.eventLoop, noDelay: !unix, delegate: refused) else {
             return false
         }
         refused.transport = transport
@@ -46,11 +49,25 @@ final class RefusedClient: TransportDelegate, @unchecked Sendable {  // Confined
             case nil:
                 return
             case .sslRequest?, .gssEncRequest?:
-                // No TLS for a connection that is refused anyway; a client that prefers TLS goes on in
-                // plaintext and reads the reason.
+                // Bytes sent behind the request are refused, as in a login (they cannot be read either way).
+                guard self.input.readableBytes == 0, let transport = self.transport else {
+                    self.answer()
+                    return
+                }
+                let auth = self.runtime.authenticator
+                let tls = packet == .sslRequest && !self.unix && auth.tlsMode != .disable ? auth.tlsContext : nil
                 var answer = ByteBuffer()
-                answer.writeInteger(UInt8(ascii: "N"))
-                self.transport?.writeAndFlush(answer)
+                answer.writeInteger(UInt8(ascii: tls != nil ? "S" : "N"))
+                transport.writeAndFlush(answer)
+                if let tls {
+                    do {
+                        try transport.startTLS(context: tls.context)
+                    } catch {
+                        self.finish()
+                        transport.close()
+                        return
+                    }
+                }
             case .cancelRequest(let key)?:
                 self.runtime.cancel(key, from: "a refused connection")
                 self.finish()
