@@ -16,6 +16,9 @@ struct ClientLimits: Equatable {
         /// The descriptors left are kept for server connections.
         case descriptors(limit: Int)
 
+        /// Every refusal's key, in the order `stats` and Prometheus list them.
+        static let keys = ["max_client_conn", "max_login_clients", "max_clients", "max_user_connections", "descriptors"]
+
         /// The limit's configuration key, as `stats` counts refusals.
         var key: String {
             switch self {

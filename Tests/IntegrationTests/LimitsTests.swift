@@ -38,6 +38,22 @@ extension Integration {
             return (result?["agent"] as? [String: Any])?["limits"] as? [String: Any] ?? [:]
         }
 
+        /// `count` clients logged in to `database`, each expected to succeed.
+        static func loggedIn(_ count: Int, to agent: AgentProcess, database: String = "postgres") throws -> [RawConnection] {
+            try (0..<count).map { _ in
+                let connection = try RawConnection(port: agent.port)
+                #expect(Self.loginError(connection, database: database) == nil)
+                return connection
+            }
+        }
+
+        /// `count` clients that send six bytes of a startup packet and stop: they stay logging in.
+        static func halfStarted(_ count: Int, to agent: AgentProcess) throws -> [RawConnection] {
+            let connections = try (0..<count).map { _ in try RawConnection(port: agent.port) }
+            for connection in connections { connection.send(Array(RawConnection.startupPacket([("user", "postgres")]).prefix(6))) }
+            return connections
+        }
+
         /// The first ErrorResponse of a connection that sent `startup`, or nil when it logged in.
         static func loginError(_ connection: RawConnection, user: String = "postgres", database: String = "postgres") -> ServerError? {
             connection.send(RawConnection.startupPacket([("user", user), ("database", database)]))
@@ -158,21 +174,12 @@ extension Integration {
                 mode = "transaction"
                 size = 2
                 """, agentExtra: "max_user_connections = 5")
-            var held: [RawConnection] = []
-            for _ in 0..<3 {
-                let connection = try RawConnection(port: agent.port)
-                #expect(Self.loginError(connection) == nil)
-                held.append(connection)
-            }
+            var held = try Self.loggedIn(3, to: agent)
             let fourth = Self.loginError(try RawConnection(port: agent.port))
             #expect(fourth?.sqlState == "53300")
             #expect(fourth?.fields["D"]?.contains("max_clients") == true, "\(fourth?.fields ?? [:])")
             // Another pool still takes the same user, up to max_user_connections (5) for that user.
-            for _ in 0..<2 {
-                let connection = try RawConnection(port: agent.port)
-                #expect(Self.loginError(connection, database: "other") == nil)
-                held.append(connection)
-            }
+            held += try Self.loggedIn(2, to: agent, database: "other")
             let sixth = Self.loginError(try RawConnection(port: agent.port), database: "other")
             #expect(sixth?.sqlState == "53300")
             #expect(sixth?.fields["D"]?.contains("max_user_connections") == true, "\(sixth?.fields ?? [:])")
@@ -195,8 +202,7 @@ extension Integration {
             // (The start-up check's connection has gone.)
             #expect(eventually { (try? Self.agentLimits(agent)["max_login_clients"] as? [String: Int])?["used"] == 0 })
             // Twenty sockets that send part of a startup packet and stop hold every login slot...
-            let silent = try (0..<20).map { _ in try RawConnection(port: agent.port) }
-            for connection in silent { connection.send(Array(RawConnection.startupPacket([("user", "postgres")]).prefix(6))) }
+            let silent = try Self.halfStarted(20, to: agent)
             usleep(200_000)
             let refused = Self.loginError(try RawConnection(port: agent.port))
             #expect(refused?.sqlState == "53300")
@@ -205,13 +211,9 @@ extension Integration {
             // A logged-in client does not count against it: once the silent ones go, 25 clients log in and stay.
             for connection in silent { connection.shutdownWrite() }
             #expect(eventually { (try? Self.agentLimits(agent)["max_login_clients"] as? [String: Int])?["used"] == 0 })
-            var loggedIn: [RawConnection] = []
-            for _ in 0..<25 {
-                let connection = try RawConnection(port: agent.port)
-                #expect(Self.loginError(connection) == nil)
-                loggedIn.append(connection)
-            }
+            let loggedIn = try Self.loggedIn(25, to: agent)
             #expect((try Self.agentLimits(agent)["max_client_conn"] as? [String: Int])?["used"] == 25)
+            withExtendedLifetime(loggedIn) {}
         }
 
         @Test func outOfDescriptorsTheNewestLoginsAreShedAndServersStillConnect() throws {
@@ -227,8 +229,7 @@ extension Integration {
             try holder.query("BEGIN")
             #expect(try holder.value("SELECT 'in a transaction'") == "in a transaction")
             // Eighty sockets that start a startup packet and stop: more than the descriptors left for clients.
-            let flood = try (0..<80).map { _ in try RawConnection(port: agent.port) }
-            for connection in flood { connection.send(Array(RawConnection.startupPacket([("user", "postgres")]).prefix(6))) }
+            let flood = try Self.halfStarted(80, to: agent)
             // A client still gets in (retrying while the flood is shed) and its request needs a second server,
             // which connects from the reserve.
             #expect(eventually(timeout: 10) { (try? PGConnection(agent.conninfo()).value("SELECT 'served'")) == "served" })

@@ -246,18 +246,16 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
         let limits = self.runtime.limits
         let configuration = self.runtime.configuration
         let busiest = limits.busiestUser
-        var user: [(String, JSONValue)] = [
-            ("limit", configuration.maxUserConnections > 0 ? JSONValue(configuration.maxUserConnections) : .null),
-            ("used", JSONValue(busiest?.clients ?? 0)),
-        ]
-        user.append(("user", busiest.map { .string($0.name) } ?? .null))
-        let refused = ["max_client_conn", "max_login_clients", "max_clients", "max_user_connections", "descriptors"]
         return [
             "max_client_conn": Self.limit(configuration.maxClientConnections, used: limits.open),
             "max_login_clients": Self.limit(configuration.maxLoginClients, used: limits.loggingIn),
-            "max_user_connections": .object(user),
+            "max_user_connections": [
+                "limit": configuration.maxUserConnections > 0 ? JSONValue(configuration.maxUserConnections) : .null,
+                "used": JSONValue(busiest?.clients ?? 0),
+                "user": busiest.map { .string($0.name) } ?? .null,
+            ],
             "descriptors": Self.limit(Int(clamping: DescriptorLimit.current.soft), used: DescriptorLimit.open),
-            "refused": .object(refused.map { ($0, JSONValue(limits.refused[$0, default: 0])) }),
+            "refused": .object(ClientLimits.Refusal.keys.map { ($0, JSONValue(limits.refused[$0, default: 0])) }),
         ]
     }
 

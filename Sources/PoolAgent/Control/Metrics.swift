@@ -62,7 +62,7 @@ extension AgentRuntime {
         gauge("poolagent_open_fds", "gauge", "File descriptors the agent has open.", DescriptorLimit.open)
         gauge("poolagent_max_fds", "gauge", "The agent's soft descriptor limit.", Int(clamping: DescriptorLimit.current.soft))
         text += "# HELP poolagent_clients_refused_total Clients refused or shed, by limit.\n# TYPE poolagent_clients_refused_total counter\n"
-        for key in ["max_client_conn", "max_login_clients", "max_clients", "max_user_connections", "descriptors"] {
+        for key in ClientLimits.Refusal.keys {
             text += "poolagent_clients_refused_total{limit=\"\(key)\"} \(self.limits.refused[key, default: 0])\n"
         }
         return text
