@@ -32,7 +32,8 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
         .target(name: "CJanssonShim", dependencies: ["CJansson"]),
-        .target(name: "CPoolIO"),
+        // OpenSSL: the same library libpq links, to carry on the TLS sessions libpq negotiates with servers.
+        .target(name: "CPoolIO", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(
             name: "PGWire",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],

@@ -2,7 +2,7 @@
 # Sourced, not run.
 
 POOLAGENT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-POOLAGENT_PACKAGES=(libpq-dev libjansson-dev pkg-config postgresql postgresql-contrib pgbouncer openssl)
+POOLAGENT_PACKAGES=(libpq-dev libssl-dev libjansson-dev pkg-config postgresql postgresql-contrib pgbouncer openssl)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -114,6 +114,60 @@ CONF
     done
     as_pg_user tail -n 20 "$dir/postgres.log" >&2
     die "PostgreSQL did not start"
+}
+
+# make_test_certificates DIR: a throwaway CA and, signed by it, a server certificate for 127.0.0.1 and localhost
+# (subjectAltName), a client certificate for the role "certuser", a second CA that signed nothing, and a server
+# certificate whose names are not this machine's. Made once; the server's files belong to the cluster's OS user.
+make_test_certificates() {
+    local dir=$1
+    [ -f "$dir/ca.crt" ] && return 0
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=poolagent test CA" -keyout ca.key -out ca.crt 2>/dev/null
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=another CA" -keyout other-ca.key -out other-ca.crt 2>/dev/null
+        printf 'subjectAltName = IP:127.0.0.1, DNS:localhost\n' >server.ext
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile server.ext -out server.crt 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=certuser" -keyout client.key -out client.csr 2>/dev/null
+        openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out client.crt 2>/dev/null
+        chmod 600 ./*.key
+    ) || die "openssl could not make the test certificates in $dir"
+}
+
+# start_tls_cluster DIR PORT: like start_cluster, but TCP connections must be TLS: ssl = on with the certificates
+# of make_test_certificates (in DIR/certs), pg_hba.conf with only hostssl lines for TCP (certificate auth for
+# "certuser", SCRAM for everyone else), and the roles "tlsuser" (password tls-secret) and "certuser". Prints the port.
+start_tls_cluster() {
+    local dir=$1 port=$2 fresh=0
+    [ -f "$dir/data/PG_VERSION" ] || fresh=1
+    make_test_certificates "$dir/certs"
+    port=$(start_cluster "$dir" "$port")
+    if [ "$fresh" = 1 ]; then
+        as_pg_user mkdir -p "$dir/server-tls"
+        install -o "$(as_pg_user id -u)" -m 600 "$dir/certs/server.key" "$dir/server-tls/server.key"
+        install -o "$(as_pg_user id -u)" -m 644 "$dir/certs/server.crt" "$dir/server-tls/server.crt"
+        install -o "$(as_pg_user id -u)" -m 644 "$dir/certs/ca.crt" "$dir/server-tls/ca.crt"
+        as_pg_user sh -c "cat >>'$dir/data/postgresql.conf'" <<CONF
+ssl = on
+ssl_cert_file = '$dir/server-tls/server.crt'
+ssl_key_file = '$dir/server-tls/server.key'
+ssl_ca_file = '$dir/server-tls/ca.crt'
+CONF
+        as_pg_user sh -c "cat >'$dir/data/pg_hba.conf'" <<HBA
+local all all trust
+hostssl all certuser 127.0.0.1/32 cert
+hostssl all all 127.0.0.1/32 scram-sha-256
+HBA
+        as_pg_user "$(pg_bindir)/psql" -h "$dir/run" -p "$port" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
+CREATE ROLE tlsuser LOGIN PASSWORD 'tls-secret';
+CREATE ROLE certuser LOGIN;
+GRANT pg_read_all_stats TO tlsuser, certuser;
+SQL
+        as_pg_user "$(pg_bindir)/pg_ctl" -D "$dir/data" -w restart -l "$dir/postgres.log" -o "-p $port" >/dev/null
+    fi
+    printf '%s\n' "$port"
 }
 
 stop_cluster() {

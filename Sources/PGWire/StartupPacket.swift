@@ -12,6 +12,8 @@ public enum StartupPacket: Equatable, Sendable {
     public static let sslRequestCode: Int32 = 80_877_103
     public static let gssEncRequestCode: Int32 = 80_877_104
     public static let cancelRequestCode: Int32 = 80_877_102
+    /// An SSLRequest as a client sends it: length 8 and the code, big-endian.
+    public static let sslRequestPacket: [UInt8] = [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F]
     /// PostgreSQL's own limit on a startup packet, counted without its 4-byte length word.
     public static let maximumLength = 10_000
 

@@ -290,7 +290,7 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         guard !self.isShuttingDown else { throw .shuttingDown }
         for (name, settings) in next.pools where self.pools[name] != nil {
             do {
-                _ = try UpstreamConninfo(parsing: settings.upstream)
+                try UpstreamConninfo(parsing: settings.upstream).checkFiles()
             } catch {
                 throw .invalidConfiguration(file: next.path, errors: ["pools.\(name).upstream: \(error.description)"])
             }

@@ -27,7 +27,7 @@ extension Integration {
             ("[pools.app]\nupstream = \"host=/tmp\"\nsize = \"four\"\n", "pools.app.size", "whole number"),
             ("[pools.app]\nupstream = \"host=/tmp\"\nsize = 0\n", "pools.app.size", "out of range"),
             ("[pools.app]\nupstream = \"host=/tmp\"\nwait_timeout = \"-3s\"\n", "pools.app.wait_timeout", "duration"),
-            ("[pools.app]\nupstream = \"host=/tmp sslmode=require\"\n", "pools.app.upstream", "TLS"),
+            ("[pools.app]\nupstream = \"host=db sslmode=verify-full sslrootcert=/nonexistent.crt\"\n", "pools.app.upstream", "sslrootcert"),
             ("[agent]\nlisten = [\"127.0.0.1:99999\"]\n[pools.app]\nupstream = \"host=/tmp\"\n", "agent.listen[0]", "port"),
         ])
         func checkRejectsBadFilesWithOneLine(toml: String, key: String, reason: String) throws {

@@ -1,23 +1,29 @@
-// The upstream conninfo: parsed by libpq, forced to plaintext, settings carried in `options`.
+// The upstream conninfo: parsed by libpq, its TLS settings checked as libpq would, settings carried in `options`.
 
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import PoolAgent
 
 @Suite struct UpstreamConninfoTests {
-    @Test func connectParametersForcePlaintextAndCarrySettings() throws {
-        let conninfo = try UpstreamConninfo(parsing: "host=/run/pg port=5433 user=app password=secret options='-c geqo=off'")
+    @Test func connectParametersKeepTLSAndCarrySettings() throws {
+        let conninfo = try UpstreamConninfo(parsing: "host=/run/pg port=5433 user=app password=secret sslmode=verify-full options='-c geqo=off'")
         let parameters = conninfo.connectParameters(
             poolName: "app",
             serverSettings: [("jit", "off"), ("search_path", "a, b")],
             connectTimeout: .milliseconds(2500)
         )
         let byName = Dictionary(parameters, uniquingKeysWith: { _, last in last })
-        #expect(byName["sslmode"] == "disable")
+        #expect(byName["sslmode"] == "verify-full", "libpq's TLS settings reach libpq as they are")
         #expect(byName["gssencmode"] == "disable")
         #expect(byName["dbname"] == "app", "the pool name is the default database")
         #expect(byName["connect_timeout"] == "3")
         #expect(byName["options"] == "-c geqo=off -c jit=off -c search_path=a,\\ b")
         #expect(parameters.filter { $0.0 == "sslmode" }.count == 1)
+        let plain = try UpstreamConninfo(parsing: "host=db").connectParameters(poolName: "app", serverSettings: [], connectTimeout: .seconds(5))
+        #expect(!plain.contains { $0.0 == "sslmode" }, "no sslmode: libpq's default (prefer, or PGSSLMODE)")
     }
 
     @Test func keepalivesUnlessTheConninfoSetsItsOwn() throws {
@@ -32,14 +38,65 @@ import Testing
         #expect(own.filter { $0.0 == "tcp_user_timeout" }.map(\.1) == ["0"])
     }
 
-    @Test func redactedHidesThePassword() throws {
-        let conninfo = try UpstreamConninfo(parsing: "postgresql://app:s3cret@db.example:5432/app")
+    @Test func redactedHidesThePasswords() throws {
+        let conninfo = try UpstreamConninfo(parsing: "postgresql://app:s3cret@db.example:5432/app?sslpassword=k3y")
         #expect(!conninfo.redacted.contains("s3cret"))
+        #expect(!conninfo.redacted.contains("k3y"))
         #expect(conninfo.redacted.contains("password=********"))
         #expect(conninfo.redacted.contains("host=db.example"))
     }
 
-    @Test func explicitDisableIsAccepted() throws {
-        #expect(throws: Never.self) { try UpstreamConninfo(parsing: "host=/tmp sslmode=disable gssencmode=disable") }
+    @Test func libpqsTLSVocabularyIsAccepted() throws {
+        for text in [
+            "host=/tmp sslmode=disable gssencmode=disable",
+            "host=db sslmode=require",
+            "host=db sslmode=allow channel_binding=prefer",
+            "host=db sslmode=verify-ca sslrootcert=/dev/null sslcrl=/dev/null sslsni=0",
+            "host=db sslmode=verify-full sslrootcert=/dev/null ssl_min_protocol_version=tlsv1.3 channel_binding=require",
+            "postgresql://db/app?sslmode=require&sslcert=/dev/null&sslkey=/dev/null",
+        ] {
+            let conninfo = try UpstreamConninfo(parsing: text)
+            #expect(throws: Never.self, "\(text)") { try conninfo.checkFiles() }
+        }
     }
+
+    @Test(arguments: [
+        ("host=db sslmode=sometimes", "sslmode: invalid value \"sometimes\""),
+        ("host=db channel_binding=always", "channel_binding: invalid value"),
+        ("host=db sslsni=yes", "sslsni: invalid value"),
+        ("host=db ssl_max_protocol_version=TLSv2", "ssl_max_protocol_version: invalid value"),
+        ("host=db sslmode=disable channel_binding=require", "channel_binding: require needs TLS"),
+        ("host=db gssencmode=prefer", "gssencmode:"),
+        ("host=db replication=database", "replication connection"),
+    ])
+    func settingsLibpqWouldRefuseAreRefusedWithTheirKey(text: String, message: String) {
+        #expect(throws: Error.self) { try UpstreamConninfo(parsing: text) }
+        do {
+            _ = try UpstreamConninfo(parsing: text)
+        } catch {
+            #expect(error.description.contains(message), "\(error.description)")
+        }
+    }
+
+    @Test func filesThatCannotBeReadAreNamed() throws {
+        for keyword in ["sslrootcert", "sslcert", "sslkey", "sslcrl"] {
+            let conninfo = try UpstreamConninfo(parsing: "host=db sslmode=require \(keyword)=/nonexistent/file.pem")
+            #expect(throws: UpstreamConninfoError.setting(keyword, "cannot read \"/nonexistent/file.pem\": No such file or directory")) {
+                try conninfo.checkFiles()
+            }
+        }
+    }
+
+    @Test func systemRootsMeanVerifyFull() throws {
+        let conninfo = try UpstreamConninfo(parsing: "host=db.example sslrootcert=system")
+        #expect(conninfo.sslMode == "verify-full" || conninfo.sslMode == Self.environmentMode)
+        if LibPQ.version < 160_000 {
+            // libpq 15 reads "system" as a file name: the agent gives it the machine's roots, as libpq 16 would.
+            #expect(conninfo["sslrootcert"] == UpstreamConninfo.systemRoots)
+            #expect(conninfo["sslmode"] == "verify-full")
+            #expect(throws: UpstreamConninfoError.self) { try UpstreamConninfo(parsing: "host=db sslrootcert=system sslmode=require") }
+        }
+    }
+
+    private static var environmentMode: String? { getenv("PGSSLMODE").map { String(cString: $0) } }
 }

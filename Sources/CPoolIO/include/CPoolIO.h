@@ -74,4 +74,36 @@ int cpoolio_cancel_key(const void *cancel, int32_t pid, int32_t *key);
 int cpoolio_listen_tcp(const char *host, int port, int backlog);
 int cpoolio_listen_unix(const char *path, int backlog);
 
+/// TLS to a PostgreSQL server after libpq's login (UpstreamTLS.c). `session` is libpq's OpenSSL `SSL *`
+/// (PQsslStruct) or one made by `cpoolio_tls_client_session`; `message` gets an error's text.
+/// Moves the session onto memory buffers: ciphertext is fed in and taken out by the caller.
+int cpoolio_tls_adopt(void *session);
+/// Hands the session ciphertext read from the socket; 0, or -1 when out of memory.
+int cpoolio_tls_feed(void *session, const void *bytes, int length);
+/// Plaintext into `buffer`: its length, 0 when more ciphertext is needed, -1 when the peer sent close_notify,
+/// -2 on an error.
+int cpoolio_tls_read(void *session, void *buffer, int capacity, char *message, size_t message_capacity);
+/// Encrypts all of `bytes`; 0, or -1 on an error.
+int cpoolio_tls_write(void *session, const void *bytes, int length, char *message, size_t message_capacity);
+/// Ciphertext waiting to be sent, and taking it (returns the bytes taken).
+int cpoolio_tls_output_length(void *session);
+int cpoolio_tls_take_output(void *session, void *buffer, int capacity);
+/// Queues a close_notify.
+void cpoolio_tls_shutdown(void *session);
+void cpoolio_tls_free(void *session);
+/// The file of trusted roots OpenSSL uses by default (sslrootcert=system).
+const char *cpoolio_tls_default_roots(void);
+
+/// What new sessions to the same server need: libpq's context (roots, CRLs, certificate chain, versions,
+/// verify mode) and the client's private key, both kept alive by this.
+typedef struct cpoolio_tls_client cpoolio_tls_client;
+cpoolio_tls_client *cpoolio_tls_client_from(void *session);
+void cpoolio_tls_client_free(cpoolio_tls_client *client);
+/// A new client session on memory buffers: SNI `server_name` and certificate check against `verify_host`
+/// (an IP address or a DNS name) where not NULL. NULL on an error.
+void *cpoolio_tls_client_session(cpoolio_tls_client *client, const char *server_name, const char *verify_host,
+                                 char *message, size_t message_capacity);
+/// Drives the handshake: 1 done, 0 when it waits for ciphertext, -1 when it failed.
+int cpoolio_tls_handshake(void *session, char *message, size_t message_capacity);
+
 #endif

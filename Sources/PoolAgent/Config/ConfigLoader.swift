@@ -181,7 +181,7 @@ public enum ConfigLoader {
                 throw self.error("\(keyPath).upstream", "expected a string, found \(upstreamValue.typeName)")
             }
             do {
-                _ = try UpstreamConninfo(parsing: upstream)
+                try UpstreamConninfo(parsing: upstream).checkFiles()
             } catch {
                 throw self.error("\(keyPath).upstream", error.description)
             }
@@ -290,7 +290,7 @@ public enum ConfigLoader {
             let authUpstream = try self.optionalString(values, "auth_upstream", section)
             if let authUpstream {
                 do {
-                    _ = try UpstreamConninfo(parsing: authUpstream)
+                    try UpstreamConninfo(parsing: authUpstream).checkFiles()
                 } catch {
                     throw self.error("\(section).auth_upstream", error.description)
                 }

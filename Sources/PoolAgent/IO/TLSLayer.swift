@@ -4,11 +4,30 @@ import NIOCore
 import NIOEmbedded
 import NIOSSL
 
+/// One TLS connection without a socket of its own: the transport feeds it what it reads and sends what it
+/// produces. Clients' sessions are `TLSLayer`s; servers' are `UpstreamTLS`.
+protocol TLSSession: AnyObject {
+    /// Feeds ciphertext; returns the plaintext it completed.
+    func decrypt(_ cipher: ByteBuffer) -> DecryptedInput
+    func write(_ plain: ByteBuffer)
+    func flush() -> [ByteBuffer]
+    /// What to send before the socket closes (a close_notify).
+    func close() -> [ByteBuffer]
+}
+
+/// What a TLS session made of ciphertext it was fed.
+struct DecryptedInput {
+    var plaintext: [ByteBuffer] = []
+    var error: (any Error)?
+    /// The peer ended TLS (close_notify) or the handshake failed.
+    var closed = false
+}
+
 /// The server side of one TLS connection, without a socket of its own.
 ///
 /// NIOSSL runs in an `EmbeddedChannel` on the loop thread: ciphertext from the socket goes in as inbound
 /// data and comes out as plaintext; plaintext written goes out as ciphertext for the transport to send.
-final class TLSLayer {
+final class TLSLayer: TLSSession {
     private let channel: EmbeddedChannel
 
     init(context: NIOSSLContext) throws {
@@ -18,16 +37,8 @@ final class TLSLayer {
         self.channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 0), promise: nil)
     }
 
-    struct Decrypted {
-        var plaintext: [ByteBuffer] = []
-        var error: (any Error)?
-        /// The peer ended TLS (close_notify) or the handshake failed.
-        var closed = false
-    }
-
-    /// Feeds ciphertext; returns the plaintext it completed.
-    func decrypt(_ cipher: ByteBuffer) -> Decrypted {
-        var result = Decrypted()
+    func decrypt(_ cipher: ByteBuffer) -> DecryptedInput {
+        var result = DecryptedInput()
         do {
             try self.channel.writeInbound(cipher)
             while let plain = try self.channel.readInbound(as: ByteBuffer.self) {
@@ -41,19 +52,16 @@ final class TLSLayer {
         return result
     }
 
-    /// Encrypts `plain`; `flush` gives the ciphertext.
     func write(_ plain: ByteBuffer) {
         self.channel.write(plain, promise: nil)
     }
 
-    /// The ciphertext to send: records of what was written, handshake messages and alerts.
     func flush() -> [ByteBuffer] {
         self.channel.flush()
         self.channel.embeddedEventLoop.run()
         return self.drainOutbound()
     }
 
-    /// A close_notify to send before the socket closes.
     func close() -> [ByteBuffer] {
         self.channel.close(promise: nil)
         self.channel.embeddedEventLoop.run()

@@ -52,7 +52,7 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
     private var flushPending = false
     /// Sent before other transports at the end of a loop turn (server connections).
     var flushesFirst = false
-    private var tls: TLSLayer?
+    private var tls: (any TLSSession)?
 
     var allocator: ByteBufferAllocator { Self.allocator }
     var isOpen: Bool { self.fd >= 0 }
@@ -333,7 +333,12 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         self.tls = try TLSLayer(context: context)
     }
 
-    private func readEncrypted(_ cipher: ByteBuffer, tls: TLSLayer) {
+    /// Everything read and written from now on goes through `session`, whose handshake is done (a server's).
+    func startTLS(session: any TLSSession) {
+        self.tls = session
+    }
+
+    private func readEncrypted(_ cipher: ByteBuffer, tls: any TLSSession) {
         let result = tls.decrypt(cipher)
         for plain in result.plaintext {
             guard self.fd >= 0 else { return }

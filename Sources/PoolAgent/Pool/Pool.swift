@@ -339,8 +339,10 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         let server = ServerConnection(id: self.nextServerID(), pool: self, link: link, logger: self.logger)
         let transport: Transport
         do {
+            let tls = try link.adoptTLS()
             transport = try Transport.start(fd: link.handOffSocket(), loop: self.eventLoop, noDelay: true, delegate: server)
             transport.flushesFirst = true
+            if let tls { transport.startTLS(session: tls) }
         } catch {
             link.finish()
             self.connectFailed("cannot register the server socket: \(error)")

@@ -22,10 +22,18 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
     private var socket: CInt
     /// ParameterStatus values libpq collected during login.
     let parameters: [String: String]
+    /// libpq's OpenSSL session when the connection is TLS; `adoptTLS` gives it to the loop.
+    private let tlsSession: UnsafeMutableRawPointer?
+    /// The adopted session: closed (Terminate, close_notify) and let go of before `PQfinish` frees it.
+    private var tls: UpstreamTLS?
+    /// How cancel requests reach this backend over TLS; nil: in plaintext.
+    let cancelTLS: CancelTLS?
 
     fileprivate init(connection: OpaquePointer, socket: CInt) {
         self.connection = connection
         self.socket = socket
+        self.tlsSession = PQsslInUse(connection) == 1 ? PQsslStruct(connection, "OpenSSL") : nil
+        self.cancelTLS = self.tlsSession.flatMap { Self.cancelTLS(connection, session: $0) }
         let backendPID = PQbackendPID(connection)
         self.backendPID = backendPID
         self.cancelHandle = PQgetCancel(connection).map(CancelHandle.init)
@@ -47,6 +55,33 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
         return Int(String(cString: value))
     }
 
+    var usesTLS: Bool { self.tlsSession != nil }
+
+    /// The connection's TLS session for the transport that takes over the socket; nil for plaintext.
+    func adoptTLS() throws(TLSFailure) -> UpstreamTLS? {
+        guard let session = self.tlsSession, self.tls == nil, self.connection != nil else { return nil }
+        let tls = try UpstreamTLS(adopting: session)
+        self.tls = tls
+        return tls
+    }
+
+    /// Cancel requests follow libpq 17's rules for the connection's sslmode: TLS with the login's context
+    /// unless sslmode is `allow` (whose first try is plaintext), plaintext when a `prefer` server declines.
+    private static func cancelTLS(_ connection: OpaquePointer, session: UnsafeMutableRawPointer) -> CancelTLS? {
+        let options = LibPQConnector.options(of: connection)
+        let mode = options["sslmode"] ?? "prefer"
+        guard mode != "allow", mode != "disable" else { return nil }
+        let host = PQhost(connection).map { String(cString: $0) } ?? ""
+        let isAddress = !host.isEmpty && (host.allSatisfy { $0.isNumber || $0 == "." } || host.contains(":"))
+        let sni = options["sslsni"] ?? "1"
+        return CancelTLS(
+            session: session,
+            serverName: sni == "1" && !host.isEmpty && !isAddress && !host.hasPrefix("/") ? host : nil,
+            verifyHost: mode == "verify-full" && !host.isEmpty ? host : nil,
+            plaintextIfDeclined: mode == "prefer"
+        )
+    }
+
     /// Gives the duplicate socket to the caller (the event loop's transport), which closes it from then on.
     func handOffSocket() -> CInt {
         let socket = self.socket
@@ -63,6 +98,15 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
         }
         if let connection = self.connection {
             self.connection = nil
+            if let tls = self.tls {
+                // What PQfinish would have sent, sent by hand: libpq's own writes now go to memory.
+                let libpqSocket = PQsocket(connection)
+                for cipher in tls.close() where libpqSocket >= 0 {
+                    _ = cipher.withUnsafeReadableBytes { cpoolio_send(libpqSocket, $0.baseAddress, $0.count) }
+                }
+                tls.release()
+                self.tls = nil
+            }
             // Non-blocking, so the Terminate PQfinish writes can never stall the event loop on a full socket.
             PQsetnonblocking(connection, 1)
             PQfinish(connection)
@@ -148,10 +192,23 @@ enum LibPQConnector {
         return .success(connection)
     }
 
+    /// The options a connection uses: its conninfo's, the environment's and libpq's defaults.
+    static func options(of connection: OpaquePointer) -> [String: String] {
+        guard let list = PQconninfo(connection) else { return [:] }
+        defer { PQconninfoFree(list) }
+        var options: [String: String] = [:]
+        var option = list
+        while let keyword = option.pointee.keyword {
+            if let value = option.pointee.val { options[String(cString: keyword)] = String(cString: value) }
+            option += 1
+        }
+        return options
+    }
+
     private static func errorMessage(_ connection: OpaquePointer, parameters: [(String, String)]) -> String {
         var message = String(cString: PQerrorMessage(connection)).trimmingWhitespace()
         if message.isEmpty { message = "connection to the upstream failed" }
-        for (keyword, value) in parameters where keyword == "password" && value.count >= 1 {
+        for (keyword, value) in parameters where (keyword == "password" || keyword == "sslpassword") && value.count >= 1 {
             message = message.replacingAll(value, with: "********")
         }
         // libpq joins multi-host attempts with newlines; one line reads better in logs and ErrorResponse.

@@ -202,17 +202,20 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         let generation = self.cancelGeneration
         let pid = self.backendPID
         let timeout = self.pool.settings.connectTimeout.timeAmount
+        let overTLS = self.link.cancelKey != nil && self.link.cancelTLS != nil
         let ended: @Sendable (String?, Bool) -> Void = { [self] failure, uncertain in
             guard self.cancelGeneration == generation, self.cancelsInFlight > 0 else { return }
             if let failure {
                 logger.warning("cancel request failed", metadata: [LogKey.backendPID: "\(pid)", LogKey.error: "\(failure)"])
             } else {
-                logger.debug("cancel request sent", metadata: [LogKey.backendPID: "\(pid)"])
+                logger.debug("cancel request sent", metadata: [LogKey.backendPID: "\(pid)", "tls": "\(overTLS)"])
             }
             self.cancelEnded(uncertain: uncertain)
         }
         if let key = self.link.cancelKey {
-            CancelSender.send(processID: pid, secretKey: key, toPeerOf: transport.fd, loop: transport.loop, timeout: timeout) { outcome in
+            CancelSender.send(
+                processID: pid, secretKey: key, toPeerOf: transport.fd, tls: self.link.cancelTLS, loop: transport.loop, timeout: timeout
+            ) { outcome in
                 ended(outcome.failure, outcome.mayStillLand)
             }
             return

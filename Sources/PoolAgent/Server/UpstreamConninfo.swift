@@ -1,6 +1,16 @@
-// A pool's upstream libpq conninfo: parsed by libpq itself, checked for plaintext, and turned into connect parameters.
+// A pool's upstream libpq conninfo: parsed by libpq itself, its values checked, and turned into connect parameters.
 
 import CLibPQ
+import CPoolIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The libpq the agent runs with.
+enum LibPQ {
+    static let version = Int(PQlibVersion())
+}
 
 struct UpstreamConninfo: Sendable, Equatable {
     /// Keyword/value pairs the conninfo sets, in libpq's order.
@@ -28,36 +38,103 @@ struct UpstreamConninfo: Sendable, Equatable {
             option += 1
         }
         self.options = options
-        for (keyword, value) in options {
-            switch keyword {
-            case "sslmode" where value != "disable":
-                throw .asksForTLS("sslmode=\(value)")
-            case "requiressl" where value == "1":
-                throw .asksForTLS("requiressl=1")
-            case "gssencmode" where value != "disable":
-                throw .asksForTLS("gssencmode=\(value)")
-            case "replication":
-                throw .invalid("a replication connection cannot be pooled")
-            default:
-                break
+        try self.checkValues()
+    }
+
+    /// The values libpq checks only when it connects, checked now: a setting the agent cannot honour is
+    /// refused with its key, never downgraded.
+    private mutating func checkValues() throws(UpstreamConninfoError) {
+        func oneOf(_ keyword: String, _ allowed: [String], caseless: Bool = false) throws(UpstreamConninfoError) {
+            guard let value = self[keyword] else { return }
+            let found = allowed.contains { caseless ? $0.lowercased() == value.lowercased() : $0 == value }
+            if !found { throw .setting(keyword, "invalid value \"\(value)\"; expected \(allowed.joined(separator: ", "))") }
+        }
+        try oneOf("sslmode", Self.sslModes)
+        try oneOf("channel_binding", ["disable", "prefer", "require"])
+        try oneOf("sslsni", ["0", "1"])
+        try oneOf("ssl_min_protocol_version", Self.protocolVersions, caseless: true)
+        try oneOf("ssl_max_protocol_version", Self.protocolVersions, caseless: true)
+        if let value = self["gssencmode"], value != "disable" {
+            throw .setting("gssencmode", "the agent cannot carry on a GSSAPI-encrypted connection; use gssencmode=disable (TLS is supported)")
+        }
+        if self["replication"] != nil {
+            throw .invalid("a replication connection cannot be pooled")
+        }
+        let mode = self.sslMode
+        if self["channel_binding"] == "require", mode == "disable" {
+            throw .setting("channel_binding", "require needs TLS, which sslmode=disable turns off")
+        }
+        if self["sslrootcert"] == "system", LibPQ.version < 160_000 {
+            // libpq 16's meaning, for an older libpq: the machine's trusted roots, checked with the host name.
+            guard mode == "verify-full" else {
+                throw .setting("sslmode", "weak sslmode \"\(mode)\" may not be used with sslrootcert=system (use \"verify-full\")")
+            }
+            let roots = Self.systemRoots
+            self.options = self.options.map { $0.0 == "sslrootcert" ? ($0.0, roots) : $0 }
+            if self["sslmode"] == nil { self.options.append(("sslmode", "verify-full")) }
+        }
+    }
+
+    static let sslModes = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+    static let protocolVersions = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+
+    /// The sslmode libpq will use: the conninfo's, `PGSSLMODE`, `requiressl=1`, or libpq's default `prefer`
+    /// (`verify-full` with sslrootcert=system).
+    var sslMode: String {
+        if let mode = self["sslmode"] { return mode }
+        if self["requiressl"] == "1" { return "require" }
+        if let mode = Self.environment("PGSSLMODE"), Self.sslModes.contains(mode) { return mode }
+        return self["sslrootcert"] == "system" ? "verify-full" : "prefer"
+    }
+
+    /// Checks that the files the conninfo names can be read, and that a verifying sslmode has roots to
+    /// verify with, as libpq will when it connects; run by `--check`, at start and by `reload`.
+    func checkFiles() throws(UpstreamConninfoError) {
+        for keyword in ["sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile"] {
+            guard let path = self[keyword], !path.isEmpty else { continue }
+            if keyword == "passfile", access(path, F_OK) != 0 { continue }  // libpq skips a missing password file
+            if access(path, R_OK) != 0 {
+                throw .setting(keyword, "cannot read \"\(path)\": \(String(cString: strerror(errno)))")
             }
         }
+        if let directory = self["sslcrldir"], !directory.isEmpty, access(directory, R_OK | X_OK) != 0 {
+            throw .setting("sslcrldir", "cannot read \"\(directory)\": \(String(cString: strerror(errno)))")
+        }
+        let mode = self.sslMode
+        if mode == "verify-ca" || mode == "verify-full", self["sslrootcert"] == nil {
+            let path = Self.environment("PGSSLROOTCERT") ?? Self.environment("HOME").map { $0 + "/.postgresql/root.crt" }
+            if path.map({ access($0, R_OK) }) != 0 {
+                throw .setting(
+                    "sslrootcert",
+                    "sslmode=\(mode) verifies the server's certificate and needs the roots to verify it with: set sslrootcert to a file of CA certificates, or to system for the machine's trusted roots"
+                )
+            }
+        }
+    }
+
+    /// The machine's trusted roots, where OpenSSL looks for them (`SSL_CERT_FILE` first).
+    static var systemRoots: String {
+        if let file = Self.environment("SSL_CERT_FILE") { return file }
+        return String(cString: cpoolio_tls_default_roots())
+    }
+
+    private static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     subscript(keyword: String) -> String? {
         self.options.first { $0.0 == keyword }?.1
     }
 
-    /// The parameters handed to `PQconnectdbParams`: the conninfo's own, forced plaintext (the socket is
-    /// handed to the event loop after login), `dbname` defaulting to the pool name, and the pool's
+    /// The parameters handed to `PQconnectdbParams`: the conninfo's own (TLS included: the loop carries on
+    /// libpq's session), no GSSAPI encryption, `dbname` defaulting to the pool name, and the pool's
     /// server settings appended to `options` so they survive `DISCARD ALL`.
     func connectParameters(
         poolName: String,
         serverSettings: [(String, String)],
         connectTimeout: Duration
     ) -> [(String, String)] {
-        var parameters = self.options.filter { !["sslmode", "gssencmode", "options", "requiressl"].contains($0.0) }
-        parameters.append(("sslmode", "disable"))
+        var parameters = self.options.filter { !["gssencmode", "options"].contains($0.0) }
         parameters.append(("gssencmode", "disable"))
         if self["dbname"] == nil { parameters.append(("dbname", poolName)) }
         if self["connect_timeout"] == nil {
@@ -84,7 +161,7 @@ struct UpstreamConninfo: Sendable, Equatable {
     /// The conninfo with any password replaced, safe for logs and `config`.
     var redacted: String {
         self.options.map { keyword, value in
-            "\(keyword)=\(keyword == "password" ? "********" : Self.quoteConninfo(value))"
+            "\(keyword)=\(keyword == "password" || keyword == "sslpassword" ? "********" : Self.quoteConninfo(value))"
         }.joined(separator: " ")
     }
 
@@ -106,14 +183,15 @@ struct UpstreamConninfo: Sendable, Equatable {
 
 enum UpstreamConninfoError: Error, Equatable {
     case invalid(String)
-    case asksForTLS(String)
+    /// A keyword the agent cannot honour, or whose value libpq would refuse.
+    case setting(String, String)
 
     var description: String {
         switch self {
         case .invalid(let reason):
             "invalid libpq conninfo: \(reason)"
-        case .asksForTLS(let setting):
-            "the upstream asks for TLS (\(setting)); the agent forwards server connections as plaintext, use sslmode=disable"
+        case .setting(let keyword, let reason):
+            "\(keyword): \(reason)"
         }
     }
 }

@@ -11,6 +11,21 @@ enum TestEnvironment {
     static let pgHost = environment["POOLAGENT_TEST_PGHOST"]
     static let pgPort = environment["POOLAGENT_TEST_PGPORT"].flatMap(Int.init)
 
+    /// The cluster that takes TCP connections over TLS only (scripts/test's start_tls_cluster): its port, and
+    /// its directory with certs/ (ca.crt, other-ca.crt, client.crt, client.key) and run/ (its Unix socket).
+    static let tlsPort = environment["POOLAGENT_TEST_TLS_PGPORT"].flatMap(Int.init)
+    static let tlsDirectory = environment["POOLAGENT_TEST_TLS_DIR"]
+
+    /// True when the TLS-only cluster is there; under CI its absence is an error, never a skip.
+    static var tlsClusterAvailable: Bool {
+        let ready = tlsPort != nil && tlsDirectory != nil
+        if !ready && isCI {
+            Issue.record("the upstream TLS tests need POOLAGENT_TEST_TLS_PGPORT and POOLAGENT_TEST_TLS_DIR; run scripts/test")
+            return true
+        }
+        return ready
+    }
+
     static var binaryDirectory: String {
         if let directory = environment["POOLAGENT_TEST_BINARY_DIR"] { return directory }
         let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
