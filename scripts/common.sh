@@ -136,37 +136,47 @@ make_test_certificates() {
     ) || die "openssl could not make the test certificates in $dir"
 }
 
-# start_tls_cluster DIR PORT: like start_cluster, but TCP connections must be TLS: ssl = on with the certificates
-# of make_test_certificates (in DIR/certs), pg_hba.conf with only hostssl lines for TCP (certificate auth for
-# "certuser", SCRAM for everyone else), and the roles "tlsuser" (password tls-secret) and "certuser". Prints the port.
-start_tls_cluster() {
-    local dir=$1 port=$2 fresh=0
-    [ -f "$dir/data/PG_VERSION" ] || fresh=1
+# enable_cluster_tls DIR PORT: turns on TLS in the running cluster of start_cluster DIR, with the certificates of
+# make_test_certificates (made in DIR/certs): ssl = on, the server certificate and key, the CA for client
+# certificates. pg_hba.conf is left as it is.
+enable_cluster_tls() {
+    local dir=$1 port=$2 owner
     make_test_certificates "$dir/certs"
-    port=$(start_cluster "$dir" "$port")
-    if [ "$fresh" = 1 ]; then
-        as_pg_user mkdir -p "$dir/server-tls"
-        install -o "$(as_pg_user id -u)" -m 600 "$dir/certs/server.key" "$dir/server-tls/server.key"
-        install -o "$(as_pg_user id -u)" -m 644 "$dir/certs/server.crt" "$dir/server-tls/server.crt"
-        install -o "$(as_pg_user id -u)" -m 644 "$dir/certs/ca.crt" "$dir/server-tls/ca.crt"
-        as_pg_user sh -c "cat >>'$dir/data/postgresql.conf'" <<CONF
-ssl = on
-ssl_cert_file = '$dir/server-tls/server.crt'
-ssl_key_file = '$dir/server-tls/server.key'
-ssl_ca_file = '$dir/server-tls/ca.crt'
-CONF
-        as_pg_user sh -c "cat >'$dir/data/pg_hba.conf'" <<HBA
+    owner=$(as_pg_user id -u)
+    as_pg_user mkdir -p "$dir/server-tls"
+    install -o "$owner" -m 600 "$dir/certs/server.key" "$dir/server-tls/server.key"
+    install -o "$owner" -m 644 "$dir/certs/server.crt" "$dir/server-tls/server.crt"
+    install -o "$owner" -m 644 "$dir/certs/ca.crt" "$dir/server-tls/ca.crt"
+    as_pg_user "$(pg_bindir)/psql" -h "$dir/run" -p "$port" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
+ALTER SYSTEM SET ssl_cert_file = '$dir/server-tls/server.crt';
+ALTER SYSTEM SET ssl_key_file = '$dir/server-tls/server.key';
+ALTER SYSTEM SET ssl_ca_file = '$dir/server-tls/ca.crt';
+ALTER SYSTEM SET ssl = on;
+SELECT pg_reload_conf();
+SQL
+}
+
+# start_tls_cluster DIR PORT: like start_cluster, but TCP connections must be TLS (enable_cluster_tls, and
+# pg_hba.conf with only hostssl lines for TCP: certificate auth for "certuser", SCRAM for everyone else), with
+# the roles "tlsuser" (password tls-secret) and "certuser". Prints the port.
+start_tls_cluster() {
+    local dir=$1 port
+    port=$(start_cluster "$dir" "$2")
+    enable_cluster_tls "$dir" "$port"
+    as_pg_user sh -c "cat >'$dir/data/pg_hba.conf'" <<HBA
 local all all trust
 hostssl all certuser 127.0.0.1/32 cert
 hostssl all all 127.0.0.1/32 scram-sha-256
 HBA
-        as_pg_user "$(pg_bindir)/psql" -h "$dir/run" -p "$port" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
-CREATE ROLE tlsuser LOGIN PASSWORD 'tls-secret';
-CREATE ROLE certuser LOGIN;
+    as_pg_user "$(pg_bindir)/psql" -h "$dir/run" -p "$port" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
+SET client_min_messages = warning;
+SELECT pg_reload_conf();
+DO \$\$BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tlsuser') THEN CREATE ROLE tlsuser LOGIN PASSWORD 'tls-secret'; END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'certuser') THEN CREATE ROLE certuser LOGIN; END IF;
+END\$\$;
 GRANT pg_read_all_stats TO tlsuser, certuser;
 SQL
-        as_pg_user "$(pg_bindir)/pg_ctl" -D "$dir/data" -w restart -l "$dir/postgres.log" -o "-p $port" >/dev/null
-    fi
     printf '%s\n' "$port"
 }
 

@@ -172,6 +172,37 @@ extension Integration {
             #expect(!agent.log.contains("not-the-password") && !agent.log.contains("tls-secret"))
         }
 
+        @Test func connectTimeoutBoundsTheHandshakeAndMultiHostFallsOver() throws {
+            // A listener that never accepts: the TCP connect succeeds, the SSLRequest is never answered.
+            let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(silent) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let silentPort = try AgentProcess.freePort()
+            address.sin_port = in_port_t(UInt16(silentPort).bigEndian)
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            #expect(bound == 0)
+            #expect(listen(silent, 16) == 0)
+            let verifyFull = "sslmode=verify-full sslrootcert=\(Self.ca) connect_timeout=2"
+            let agent = try AgentProcess(pools: """
+                [pools.silent]
+                upstream = "\(Self.upstream("port=\(silentPort) \(verifyFull)"))"
+                size = 1
+                [pools.fallover]
+                upstream = "\(Self.upstream("host=127.0.0.1,127.0.0.1 port=\(silentPort),\(Self.port) target_session_attrs=read-write \(verifyFull)"))"
+                size = 1
+                """)
+            let started = Date()
+            #expect(Authentication.loginFails(agent.conninfo(database: "silent"), containing: "timeout expired"))
+            #expect(Date().timeIntervalSince(started) < 6, "connect_timeout ends the handshake's wait")
+            let client = try PGConnection(agent.conninfo(database: "fallover"))
+            #expect(try client.value("SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == "true")
+            #expect(try client.value("SELECT inet_server_port()") == "\(Self.port)")
+        }
+
         @Test func cancelRequestsReachTLSServers() throws {
             let agent = try AgentProcess(pools: """
                 [pools.postgres]
