@@ -12,6 +12,12 @@ extension Integration {
                 upstream = "\(upstream)"
                 size = 2
                 """)
+            try Self.expectCancelReachesOnlyTheClientsServer(agent)
+        }
+
+        /// Two clients of the pool "postgres" (two servers) run a query each; cancelling one ends only its query,
+        /// within five seconds, and leaves it usable.
+        static func expectCancelReachesOnlyTheClientsServer(_ agent: AgentProcess) throws {
             let sleeper = try PGConnection(agent.conninfo())
             let bystander = try PGConnection(agent.conninfo())
             try bystander.sendQuery("SELECT pg_sleep(1.5), 'bystander'")

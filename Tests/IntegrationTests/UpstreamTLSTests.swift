@@ -117,6 +117,24 @@ extension Integration {
             #expect(Authentication.loginFails(agent.conninfo(database: "plain"), containing: "no encryption"))
         }
 
+        @Test func systemRootsAreTheMachinesTrustedRoots() throws {
+            // sslrootcert=system: OpenSSL's default roots, which SSL_CERT_FILE replaces; here, the test CA.
+            let trusted = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(Self.upstream("sslrootcert=system"))"
+                size = 1
+                """, environment: ["SSL_CERT_FILE": Self.ca])
+            let client = try PGConnection(trusted.conninfo())
+            #expect(try client.value("SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == "true")
+            // The same conninfo where the test CA is not among the roots: verify-full refuses the server.
+            let untrusted = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(Self.upstream("sslrootcert=system"))"
+                size = 1
+                """, environment: ["SSL_CERT_FILE": Self.directory + "/certs/other-ca.crt"])
+            #expect(Authentication.loginFails(untrusted.conninfo(), containing: "certificate verify failed"))
+        }
+
         @Test func requireWithoutRootsClientCertificatesAndChannelBinding() throws {
             try Self.terminate("certuser")
             let certs = Self.directory + "/certs"
@@ -210,19 +228,7 @@ extension Integration {
                 mode = "transaction"
                 size = 2
                 """)
-            let sleeper = try PGConnection(agent.conninfo())
-            let bystander = try PGConnection(agent.conninfo())
-            try bystander.sendQuery("SELECT pg_sleep(1), 'bystander'")
-            try sleeper.sendQuery("SELECT pg_sleep(30)")
-            usleep(300_000)
-            let started = Date()
-            #expect(sleeper.cancel())
-            #expect {
-                _ = try sleeper.finishQuery()
-            } throws: { ($0 as? PGError)?.sqlState == "57014" }
-            #expect(Date().timeIntervalSince(started) < 5)
-            #expect(try bystander.finishQuery().first?[1] == "bystander")
-            #expect(try sleeper.value("SELECT 'after cancel'") == "after cancel")
+            try CancelAndUpstream.expectCancelReachesOnlyTheClientsServer(agent)
             #expect(agent.log.contains("cancel request sent") && agent.log.contains("tls=true"), "the cancel went over TLS")
         }
     }

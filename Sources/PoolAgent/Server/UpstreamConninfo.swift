@@ -101,7 +101,9 @@ struct UpstreamConninfo: Sendable, Equatable {
             throw .setting("sslcrldir", "cannot read \"\(directory)\": \(String(cString: strerror(errno)))")
         }
         let mode = self.sslMode
-        if mode == "verify-ca" || mode == "verify-full", self["sslrootcert"] == nil {
+        // A service file may name the roots; libpq reads it only when it connects.
+        let fromService = self["service"] != nil || Self.environment("PGSERVICE") != nil
+        if mode == "verify-ca" || mode == "verify-full", self["sslrootcert"] == nil, !fromService {
             let path = Self.environment("PGSSLROOTCERT") ?? Self.environment("HOME").map { $0 + "/.postgresql/root.crt" }
             if path.map({ access($0, R_OK) }) != 0 {
                 throw .setting(

@@ -16,7 +16,9 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
     /// `pools` is the TOML of the [pools.*] tables (and [defaults] if wanted); the [agent] table is generated.
     /// `sections` holds the [auth] and [tls] tables.
     /// `descriptorLimit` starts the agent under `ulimit -n` (soft and hard) of that many.
-    init(pools: String, agentExtra: String = "", sections: String = AgentProcess.trustEveryone, descriptorLimit: Int? = nil) throws {
+    /// `environment` is added to the test's own for the agent process.
+    init(pools: String, agentExtra: String = "", sections: String = AgentProcess.trustEveryone, descriptorLimit: Int? = nil,
+         environment: [String: String] = [:]) throws {
         self.directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("poolagent-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.port = try Self.freePort()
@@ -45,6 +47,9 @@ final class AgentProcess: @unchecked Sendable {  // Driven from one test at a ti
         } else {
             self.process.executableURL = URL(fileURLWithPath: TestEnvironment.agentBinary)
             self.process.arguments = arguments
+        }
+        if !environment.isEmpty {
+            self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
         }
         let log = try FileHandle(forWritingTo: self.logFile)
         self.process.standardOutput = log
