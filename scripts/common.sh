@@ -2,7 +2,7 @@
 # Sourced, not run.
 
 POOLAGENT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-POOLAGENT_PACKAGES=(libpq-dev libssl-dev libjansson-dev pkg-config postgresql postgresql-contrib pgbouncer openssl)
+POOLAGENT_PACKAGES=(libpq-dev libssl-dev libjansson-dev pkg-config postgresql postgresql-contrib pgbouncer openssl ca-certificates)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

@@ -91,18 +91,20 @@ void cpoolio_tls_shutdown(void *session) {
 struct cpoolio_tls_client {
     SSL_CTX *context;
     EVP_PKEY *key;
+    int verify_mode;
 };
 
 cpoolio_tls_client *cpoolio_tls_client_from(void *session) {
     SSL *ssl = session;
     cpoolio_tls_client *client = calloc(1, sizeof *client);
     if (client == NULL) return NULL;
-    // libpq's context holds the root certificates, CRLs, the client's certificate chain, the protocol versions
-    // and the verify mode; the client's private key it sets on the session.
+    // libpq's context holds the root certificates, CRLs, the client's certificate chain and the protocol
+    // versions; the private key and the verify mode it sets on its session, so they are copied from there.
     client->context = SSL_get_SSL_CTX(ssl);
     SSL_CTX_up_ref(client->context);
     client->key = SSL_get_privatekey(ssl);
     if (client->key != NULL) EVP_PKEY_up_ref(client->key);
+    client->verify_mode = SSL_get_verify_mode(ssl);
     return client;
 }
 
@@ -128,6 +130,12 @@ void *cpoolio_tls_client_session(cpoolio_tls_client *client, const char *server_
         SSL_free(ssl);
         return NULL;
     }
+    // Verification as libpq's session has it (its callback only passes OpenSSL's verdict on), so a chain or,
+    // below, a name that does not check out fails the handshake. libpq 16+ puts a certificate callback that
+    // points at its connection on the context; the connection may be gone by now, and it only records
+    // whether a certificate was asked for.
+    SSL_set_verify(ssl, client->verify_mode, NULL);
+    SSL_set_cert_cb(ssl, NULL, NULL);
     if (verify_host != NULL) {
         X509_VERIFY_PARAM *parameters = SSL_get0_param(ssl);
         // An IP address is matched against the certificate's IP entries, a name against its DNS names.
@@ -148,7 +156,13 @@ int cpoolio_tls_handshake(void *session, char *message, size_t message_capacity)
     SSL *ssl = session;
     ERR_clear_error();
     int done = SSL_do_handshake(ssl);
-    if (done == 1) return 1;
+    if (done == 1) {
+        if ((SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) && SSL_get_verify_result(ssl) != X509_V_OK) {
+            describe_error(ssl, message, message_capacity);
+            return -1;
+        }
+        return 1;
+    }
     switch (SSL_get_error(ssl, done)) {
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:

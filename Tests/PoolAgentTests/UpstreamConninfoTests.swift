@@ -78,12 +78,29 @@ import Glibc
         }
     }
 
-    @Test func filesThatCannotBeReadAreNamed() throws {
-        for keyword in ["sslrootcert", "sslcert", "sslkey", "sslcrl"] {
-            let conninfo = try UpstreamConninfo(parsing: "host=db sslmode=require \(keyword)=/nonexistent/file.pem")
-            #expect(throws: UpstreamConninfoError.setting(keyword, "cannot read \"/nonexistent/file.pem\": No such file or directory")) {
+    @Test func filesAreCheckedAsLibpqWill() throws {
+        let missing = "/nonexistent/file.pem"
+        // What libpq refuses when it connects is refused now, with the key.
+        for (text, keyword) in [
+            ("host=db sslmode=verify-full sslrootcert=\(missing)", "sslrootcert"),
+            ("host=db sslmode=verify-ca sslrootcert=\(missing)", "sslrootcert"),
+            ("host=db sslmode=require sslcert=/dev/null sslkey=\(missing)", "sslkey"),
+        ] {
+            let conninfo = try UpstreamConninfo(parsing: text)
+            #expect(throws: UpstreamConninfoError.setting(keyword, "cannot read \"\(missing)\": No such file or directory"), "\(text)") {
                 try conninfo.checkFiles()
             }
+        }
+        // What libpq goes on without is accepted: a missing client certificate or CRL, and roots that a
+        // non-verifying sslmode does not use.
+        for text in [
+            "host=db sslmode=require sslrootcert=\(missing)",
+            "host=db sslmode=prefer sslcert=\(missing) sslkey=\(missing)",
+            "host=db sslmode=require sslcrl=\(missing)",
+            "host=db sslrootcert=system sslmode=verify-full",
+        ] {
+            let conninfo = try UpstreamConninfo(parsing: text)
+            #expect(throws: Never.self, "\(text)") { try conninfo.checkFiles() }
         }
     }
 

@@ -13,6 +13,12 @@ protocol TLSSession: AnyObject {
     func flush() -> [ByteBuffer]
     /// What to send before the socket closes (a close_notify).
     func close() -> [ByteBuffer]
+    /// Why the session can no longer encrypt, once it cannot; the transport then closes.
+    var failure: String? { get }
+}
+
+extension TLSSession {
+    var failure: String? { nil }
 }
 
 /// What a TLS session made of ciphertext it was fed.

@@ -166,6 +166,10 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
         guard self.fd >= 0 else { return }
         if let tls = self.tls {
             for cipher in tls.flush() { self.enqueue(cipher) }
+            if let failure = tls.failure {
+                self.fail("TLS: \(failure)")
+                return
+            }
         }
         guard !self.waitingForWritable, !self.flushPending, !self.output.isEmpty else { return }
         // Sent when the loop has handled every ready socket: wake-ups of peers come together, at the end.
@@ -372,8 +376,9 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
 
     func close() {
         guard self.fd >= 0 else { return }
-        if let tls = self.tls {
-            // A close_notify, sent if the kernel takes it now.
+        // A close_notify, sent if the kernel takes it now; not behind records still queued (the peer would
+        // read a gap in the stream, not a clean end).
+        if let tls = self.tls, self.output.isEmpty {
             for cipher in tls.close() {
                 _ = cipher.withUnsafeReadableBytes { cpoolio_send(self.fd, $0.baseAddress, $0.count) }
             }

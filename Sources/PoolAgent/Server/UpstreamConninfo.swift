@@ -87,23 +87,36 @@ struct UpstreamConninfo: Sendable, Equatable {
         return self["sslrootcert"] == "system" ? "verify-full" : "prefer"
     }
 
-    /// Checks that the files the conninfo names can be read, and that a verifying sslmode has roots to
-    /// verify with, as libpq will when it connects; run by `--check`, at start and by `reload`.
+    /// Checks the files the conninfo names as libpq will when it connects, so that what would fail there fails
+    /// `--check`, the start and `reload` instead: a file that exists but cannot be read; a client certificate
+    /// without its key; a verifying sslmode without roots. Like libpq, a missing client certificate or CRL
+    /// and, unless sslmode verifies, a missing root file are not errors: libpq goes on without them.
     func checkFiles() throws(UpstreamConninfoError) {
-        for keyword in ["sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile"] {
-            guard let path = self[keyword], !path.isEmpty else { continue }
-            if keyword == "passfile", access(path, F_OK) != 0 { continue }  // libpq skips a missing password file
-            if access(path, R_OK) != 0 {
+        func readable(_ keyword: String, required: Bool) throws(UpstreamConninfoError) -> Bool {
+            guard let path = self[keyword], !path.isEmpty else { return false }
+            if access(path, F_OK) != 0, !required { return false }
+            guard access(path, R_OK) == 0 else {
                 throw .setting(keyword, "cannot read \"\(path)\": \(String(cString: strerror(errno)))")
             }
-        }
-        if let directory = self["sslcrldir"], !directory.isEmpty, access(directory, R_OK | X_OK) != 0 {
-            throw .setting("sslcrldir", "cannot read \"\(directory)\": \(String(cString: strerror(errno)))")
+            return true
         }
         let mode = self.sslMode
+        let verifies = mode == "verify-ca" || mode == "verify-full"
+        if self["sslrootcert"] != "system" { _ = try readable("sslrootcert", required: verifies) }
+        _ = try readable("sslcrl", required: false)
+        _ = try readable("passfile", required: false)
+        if try readable("sslcert", required: false), !(self["sslkey"]?.hasPrefix("engine:") ?? false) {
+            // A certificate without its key is an error in libpq; the key's default is next to the certificate.
+            if self["sslkey"] != nil {
+                _ = try readable("sslkey", required: true)
+            }
+        }
+        if let directory = self["sslcrldir"], !directory.isEmpty, access(directory, F_OK) == 0, access(directory, R_OK | X_OK) != 0 {
+            throw .setting("sslcrldir", "cannot read \"\(directory)\": \(String(cString: strerror(errno)))")
+        }
         // A service file may name the roots; libpq reads it only when it connects.
         let fromService = self["service"] != nil || Self.environment("PGSERVICE") != nil
-        if mode == "verify-ca" || mode == "verify-full", self["sslrootcert"] == nil, !fromService {
+        if verifies, self["sslrootcert"] == nil, !fromService {
             let path = Self.environment("PGSSLROOTCERT") ?? Self.environment("HOME").map { $0 + "/.postgresql/root.crt" }
             if path.map({ access($0, R_OK) }) != 0 {
                 throw .setting(

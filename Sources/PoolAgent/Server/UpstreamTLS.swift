@@ -22,6 +22,7 @@ final class UpstreamTLS: TLSSession, @unchecked Sendable {  // Made on the loop 
     /// Where several writes of one flush are joined, so they become one run of records.
     private var joined = Transport.allocator.buffer(capacity: 0)
     private(set) var isClosed = false
+    private(set) var failure: String?
     /// Where the C side writes an error's text.
     private let message = TLSMessage()
 
@@ -80,8 +81,11 @@ final class UpstreamTLS: TLSSession, @unchecked Sendable {  // Made on the loop 
             }
             self.pending.removeAll(keepingCapacity: self.pending.count <= 16)
             self.pendingBytes = 0
-            // Writing into memory fails only without memory; the session is then of no use.
-            if status != 0 { self.isClosed = true }
+            // Writing into memory fails only without memory or after a fatal error: the session is of no use.
+            if status != 0 {
+                self.isClosed = true
+                self.failure = self.message.text
+            }
         }
         return self.takeOutput(session)
     }
