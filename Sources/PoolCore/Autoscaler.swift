@@ -72,6 +72,13 @@ public struct Autoscaler: Sendable, Equatable {
                         window: window
                     )
                 }
+                // Idle long enough, but nothing to take away: the count stays full, so the first window the
+                // floor allows it, the pool shrinks.
+                self.idleWindows = self.idleWindowsToShrink
+                let floorReason = size <= self.minimum
+                    ? "the pool is at its minimum \(self.minimum)"
+                    : "the pool keeps one above the peak use \(window.peakConcurrency)"
+                return Decision(size: size, previous: current, reason: "low use, not shrinking: \(floorReason)", window: window)
             }
             return Decision(size: size, previous: current, reason: "low use (\(self.idleWindows) of \(self.idleWindowsToShrink) windows before shrinking)", window: window)
         }

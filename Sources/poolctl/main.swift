@@ -95,6 +95,12 @@ func run(
     if exitCode != 0 { throw ExitCode(exitCode) }
 }
 
+/// Sends what was printed now, also into a pipe or a file (where stdout is block-buffered): a script reading a
+/// streaming subcommand (`subscribe`, `watch`) sees each line as it happens.
+func flushOutput() {
+    fflush(nil)
+}
+
 func printError(_ message: String) {
     let bytes = Array((message + "\n").utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
@@ -244,6 +250,7 @@ extension PoolCtl {
                 }
                 if let event = value["params"], value["method"] == "event" {
                     print(self.root.connection.json ? event.serialized : Render.keyValues(event).replacingNewlines())
+                    flushOutput()
                 }
             }
         }
@@ -310,6 +317,7 @@ extension PoolCtl {
                 } catch let code as ExitCode where code.rawValue != 2 {
                     // Keep watching: the agent may come back.
                 }
+                flushOutput()
                 shown += 1
                 if self.count == 0 || shown < self.count { usleep(useconds_t(self.interval * 1_000_000)) }
             }

@@ -28,6 +28,18 @@ import Testing
         #expect(scaler.decide(size: 16, window: Self.idle).size == 16, "the idle count starts over")
     }
 
+    @Test func idleAtTheMinimumSaysSoInsteadOfCountingPastTheThreshold() {
+        var scaler = Autoscaler(minimum: 3, maximum: 50, idleWindowsToShrink: 3)
+        var reasons: [String] = []
+        for _ in 0..<9 { reasons.append(scaler.decide(size: 3, window: LoadWindow(peakConcurrency: 0, peakQueue: 0, waitP95Milliseconds: 0)).reason) }
+        #expect(reasons[0] == "low use (1 of 3 windows before shrinking)")
+        #expect(reasons[1] == "low use (2 of 3 windows before shrinking)")
+        #expect(reasons[2...].allSatisfy { $0 == "low use, not shrinking: the pool is at its minimum 3" }, "\(reasons)")
+        // Once the minimum is lowered, the very next idle window shrinks.
+        scaler.minimum = 1
+        #expect(scaler.decide(size: 3, window: LoadWindow(peakConcurrency: 0, peakQueue: 0, waitP95Milliseconds: 0)).size == 2)
+    }
+
     @Test func aBusyWindowResetsTheIdleCount() {
         var scaler = Autoscaler(minimum: 2, maximum: 50, idleWindowsToShrink: 2)
         _ = scaler.decide(size: 10, window: Self.idle)
