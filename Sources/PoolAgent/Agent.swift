@@ -30,6 +30,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
     private let stopped: EventLoopPromise<Void>
     private var stopping = false
     private var stoppedMarked = false
+    private let notifier = SystemdNotifier()
 
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -78,6 +79,8 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
             "pools": "\(self.configuration.pools.keys.sorted().joined(separator: ","))",
             "sends": "\(self.loop.sendsInBatches ? "io_uring" : "send")",
         ])
+        self.notifier.ready(status: self.status)
+        self.notifier.startWatchdog(on: self.runtime.eventLoop)
         try? self.stopped.futureResult.wait()
         try? self.controlChannel?.close().wait()
         try? self.metricsChannel?.close().wait()
@@ -189,12 +192,15 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
                 self.shutdown(.immediate)
             default:
                 self.runtime.eventLoop.execute {
+                    self.notifier.reloading()
                     self.runtime.reload().whenComplete { result in
                         switch result {
                         case .success(let outcome):
                             self.logger.notice("SIGHUP received: configuration reloaded", metadata: ["result": "\(outcome)"])
+                            self.notifier.ready(status: self.status)
                         case .failure(let error):
                             self.logger.error("SIGHUP received: reload refused, nothing changed", metadata: [LogKey.reason: "\(error)"])
+                            self.notifier.ready(status: "reload refused, nothing changed: \(error); " + self.status)
                         }
                     }
                 }
@@ -213,6 +219,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         loop.execute { [self] in
             if self.stopping && mode == .graceful { return }
             self.stopping = true
+            self.notifier.stopping(status: "stopping (\(mode.rawValue))")
             self.closeListeners()
             self.runtime.onDrained = { [self] in self.markStopped() }
             switch mode {
@@ -227,6 +234,13 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
                 self.finishSoon()
             }
         }
+    }
+
+    /// The one-line summary systemd shows (`systemctl status`).
+    private var status: String {
+        let pools = self.configuration.pools.count
+        let listen = self.configuration.listen.map(\.description).joined(separator: ", ")
+        return "serving \(pools) pool\(pools == 1 ? "" : "s") on \(listen.isEmpty ? "no TCP address" : listen)"
     }
 
     private func markStopped() {

@@ -94,6 +94,30 @@ extension Integration {
             #expect(subscriber.isRunning)
         }
 
+        @Test func systemdHearsReadyReloadingWatchdogAndStopping() throws {
+            guard let python = TestEnvironment.python else {
+                if TestEnvironment.isCI { Issue.record("POOLAGENT_TEST_PYTHON is not set; run scripts/test") }
+                return
+            }
+            let directory = NSTemporaryDirectory() + "poolagent-notify-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let config = directory + "/poolagent.toml"
+            try """
+                [agent]
+                listen = ["127.0.0.1:\(try AgentProcess.freePort())"]
+                control_socket = "\(directory)/control.sock"
+                [auth]
+                tcp = "trust"
+                [pools.postgres]
+                upstream = "\(try Upstream.role("pa_notify"))"
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+            let script = URL(fileURLWithPath: TestEnvironment.driversScript).deletingLastPathComponent().appendingPathComponent("notify.py").path
+            let run = try Shell.run(python, [script, TestEnvironment.agentBinary, config, directory + "/notify.sock"])
+            #expect(run.status == 0, "\(run.output)")
+            #expect(run.output.contains("notify: ok"), "\(run.output)")
+        }
+
         @Test func secondAgentOnALiveControlSocketRefusesToStart() throws {
             let upstream = try Upstream.role("pa_twice")
             let agent = try AgentProcess(pools: """

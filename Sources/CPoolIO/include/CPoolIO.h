@@ -71,6 +71,10 @@ int cpoolio_connect_error(int fd);
 /// backend's pid, which follows the server address. 0 when found; -1 when the layout is not the expected one.
 int cpoolio_cancel_key(const void *cancel, int32_t pid, int32_t *key);
 
+/// Sends one sd_notify datagram (`READY=1`, `STATUS=…`) to the socket systemd named in NOTIFY_SOCKET (a path,
+/// or "@name" for an abstract socket); 0, or -1 with errno. Never blocks.
+int cpoolio_notify(const char *socket_path, const char *message);
+
 int cpoolio_listen_tcp(const char *host, int port, int backlog);
 int cpoolio_listen_unix(const char *path, int backlog);
 
