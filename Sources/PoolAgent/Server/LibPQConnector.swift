@@ -55,8 +55,6 @@ final class UpstreamLink: @unchecked Sendable {  // Created on a worker thread, 
         return Int(String(cString: value))
     }
 
-    var usesTLS: Bool { self.tlsSession != nil }
-
     /// The connection's TLS session for the transport that takes over the socket; nil for plaintext.
     func adoptTLS() throws(TLSFailure) -> UpstreamTLS? {
         guard let session = self.tlsSession, self.tls == nil, self.connection != nil else { return nil }
@@ -196,13 +194,7 @@ enum LibPQConnector {
     static func options(of connection: OpaquePointer) -> [String: String] {
         guard let list = PQconninfo(connection) else { return [:] }
         defer { PQconninfoFree(list) }
-        var options: [String: String] = [:]
-        var option = list
-        while let keyword = option.pointee.keyword {
-            if let value = option.pointee.val { options[String(cString: keyword)] = String(cString: value) }
-            option += 1
-        }
-        return options
+        return Dictionary(LibPQ.settings(in: list), uniquingKeysWith: { _, last in last })
     }
 
     private static func errorMessage(_ connection: OpaquePointer, parameters: [(String, String)]) -> String {

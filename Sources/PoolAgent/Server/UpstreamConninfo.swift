@@ -10,6 +10,18 @@ import Glibc
 /// The libpq the agent runs with.
 enum LibPQ {
     static let version = Int(PQlibVersion())
+
+    /// The keyword/value pairs of a `PQconninfoOption` list (from `PQconninfoParse` or `PQconninfo`) that have
+    /// a value, in libpq's order.
+    static func settings(in list: UnsafeMutablePointer<PQconninfoOption>) -> [(String, String)] {
+        var settings: [(String, String)] = []
+        var option = list
+        while let keyword = option.pointee.keyword {
+            if let value = option.pointee.val { settings.append((String(cString: keyword), String(cString: value))) }
+            option += 1
+        }
+        return settings
+    }
 }
 
 struct UpstreamConninfo: Sendable, Equatable {
@@ -29,15 +41,7 @@ struct UpstreamConninfo: Sendable, Equatable {
             throw .invalid(text.trimmingWhitespace())
         }
         defer { PQconninfoFree(parsed) }
-        var options: [(String, String)] = []
-        var option = parsed
-        while let keyword = option.pointee.keyword {
-            if let value = option.pointee.val {
-                options.append((String(cString: keyword), String(cString: value)))
-            }
-            option += 1
-        }
-        self.options = options
+        self.options = LibPQ.settings(in: parsed)
         try self.checkValues()
     }
 
