@@ -18,6 +18,8 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     let threadPool: NIOThreadPool
     let logger: Logger
     private(set) var pools: [String: Pool] = [:]
+    /// The pools made from the template, with when each last had a client.
+    private(set) var templatePools: [String: Moment] = [:]
     private(set) var clients: [Int: ClientSession] = [:]
     /// Live clients by the process id of their BackendKeyData; the secret is checked on lookup.
     private var cancelKeys: [Int32: (secret: Int32, client: ClientSession)] = [:]
@@ -192,6 +194,61 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         return refusal
     }
 
+    // MARK: Pools made from the template
+
+    /// The pool a logged-in client of `database` joins: its configured pool, else one made from the template
+    /// now. Nil with the error for the client when there is neither, or the template's `max_pools` are made.
+    func pool(for database: String) -> (Pool?, ErrorResponse?) {
+        if let pool = self.pools[database] { return (pool, nil) }
+        guard let template = self.configuration.template else {
+            return (nil, .fatal("3D000", "database \"\(database)\" does not exist", detail: "poolagent has no pool configured for it"))
+        }
+        guard self.templatePools.count < template.maxPools else {
+            self.logger.warning("pool template full", metadata: [LogKey.pool: "\(database)", "max_pools": "\(template.maxPools)"])
+            return (nil, .fatal("53300", "no pool for database \"\(database)\": the pool template has made its max_pools (\(template.maxPools))"))
+        }
+        do {
+            let pool = try self.makePool(template.settings(for: database))
+            self.pools[database] = pool
+            self.templatePools[database] = .now
+            self.startPool(pool)
+            self.logger.info("pool made from the template", metadata: [LogKey.pool: "\(database)"])
+            return (pool, nil)
+        } catch {
+            return (nil, .fatal("08006", "cannot make a pool for database \"\(database)\": \(error)"))
+        }
+    }
+
+    /// Removes the pools made from the template that have had no client for its `unused_timeout`.
+    func removeUnusedTemplatePools(now: Moment) {
+        guard !self.templatePools.isEmpty else { return }
+        let timeout = self.configuration.template?.unusedTimeout ?? .zero
+        for (name, lastUsed) in self.templatePools {
+            guard let pool = self.pools[name] else { continue }
+            if self.limits.clients(of: name) > 0 || pool.leasedCount > 0 || pool.waitingCount > 0 {
+                self.templatePools[name] = now
+            } else if pool.lastContact == nil && pool.lastError != nil && pool.openingCount == 0 {
+                // Never reached (a database that does not exist, say): it holds no place among max_pools.
+                self.removePool(pool, because: "could not connect: \(pool.lastError ?? "")")
+            } else if lastUsed.duration(to: now) >= timeout {
+                self.removePool(pool, because: "went unused for \(timeout.configText)")
+            }
+        }
+    }
+
+    /// Shuts a pool down: its clients get 57P01, its servers close.
+    private func removePool(_ pool: Pool, because reason: String) {
+        pool.shutdown()
+        for client in self.clients.values where client.pool === pool {
+            client.fatal(.fatal("57P01", "terminating connection because pool \"\(pool.name)\" \(reason)"))
+        }
+        pool.closeAll(reason: "pool \(reason)")
+        self.pools.removeValue(forKey: pool.name)
+        if self.templatePools.removeValue(forKey: pool.name) != nil {
+            self.logger.info("pool made from the template removed", metadata: [LogKey.pool: "\(pool.name)", LogKey.reason: "\(reason)"])
+        }
+    }
+
     // MARK: Cancel keys
 
     /// Issues a BackendKeyData unique among live clients.
@@ -295,6 +352,13 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
                 throw .invalidConfiguration(file: next.path, errors: ["pools.\(name).upstream: \(error.description)"])
             }
         }
+        if let template = next.template, !self.templatePools.isEmpty {
+            do {
+                try UpstreamConninfo(parsing: template.settings.upstream).checkFiles()
+            } catch {
+                throw .invalidConfiguration(file: next.path, errors: ["pools.\"*\".upstream: \(error.description)"])
+            }
+        }
         do {
             // ConfigLoader read the auth file and certificates again, even where their paths did not change.
             try self.authenticator.reload(next)
@@ -308,7 +372,16 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         }
         if next.controlSocket != self.configuration.controlSocket { outcome.requiresRestart.append("agent.control_socket") }
         if next.ioUring != self.configuration.ioUring { outcome.requiresRestart.append("agent.io_uring") }
-        for (name, settings) in next.pools.sorted(by: { $0.key < $1.key }) {
+        // A pool made from the template follows the template, unless the file now configures it by name.
+        var nextSettings = next.pools
+        for name in self.templatePools.keys {
+            if next.pools[name] != nil {
+                self.templatePools.removeValue(forKey: name)
+            } else if let template = next.template {
+                nextSettings[name] = template.settings(for: name)
+            }
+        }
+        for (name, settings) in nextSettings.sorted(by: { $0.key < $1.key }) {
             guard let pool = self.pools[name] else {
                 do {
                     let pool = try self.makePool(settings)
@@ -327,14 +400,9 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
             pool.apply(settings)
             outcome.changed.append(name)
         }
-        for (name, pool) in self.pools where next.pools[name] == nil {
+        for (name, pool) in self.pools where nextSettings[name] == nil {
             outcome.removed.append(name)
-            pool.shutdown()
-            for client in self.clients.values where client.pool === pool {
-                client.fatal(.fatal("57P01", "terminating connection because pool \"\(name)\" was removed from the configuration"))
-            }
-            pool.closeAll(reason: "pool removed by reload")
-            self.pools.removeValue(forKey: name)
+            self.removePool(pool, because: "was removed from the configuration")
         }
         self.configuration = next
         self.limits.maxClientConnections = next.maxClientConnections

@@ -8,6 +8,7 @@ extension AgentRuntime {
         let now = Moment.now
         for pool in self.pools.values { pool.upkeep(now: now) }
         self.sweepClients(now: now)
+        self.removeUnusedTemplatePools(now: now)
     }
 
     /// Clients idle too long (outright or inside a transaction) are disconnected, and requests running past

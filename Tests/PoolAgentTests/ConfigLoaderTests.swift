@@ -40,6 +40,33 @@ import Testing
         #expect(pool.maxClients == 0)
     }
 
+    @Test func aTemplateAloneIsEnoughAndTakesPoolKeysWithItsOwn() throws {
+        let config = try self.load("""
+            [defaults]
+            size = 4
+            [pools."*"]
+            upstream = "host=/tmp user=app"
+            mode = "transaction"
+            max_pools = 7
+            unused_timeout = "10m"
+            """)
+        #expect(config.pools.isEmpty)
+        let template = try #require(config.template)
+        #expect(template.maxPools == 7)
+        #expect(template.unusedTimeout == .seconds(600))
+        #expect(template.settings.size == 4)
+        let made = try #require(config.poolSettings(for: "reports"))
+        #expect(made.name == "reports" && made.mode == .transaction)
+        #expect(config.poolSettings(for: "reports") != nil)
+        #expect(try self.load("[pools.app]\nupstream = \"host=/tmp\"").poolSettings(for: "other") == nil)
+
+        #expect(self.error("[pools.\"*\"]\nupstream = \"host=/tmp dbname=x\"")?.key == "pools.\"*\".upstream")
+        #expect(self.error("[pools.\"*\"]\nupstream = \"host=/tmp\"\nmax_pools = 0")?.key == "pools.\"*\".max_pools")
+        #expect(self.error("[pools.\"*\"]\nupstream = \"host=/tmp\"\nauth_query = \"SELECT $1\"")?.key == "pools.\"*\".auth_upstream")
+        #expect(self.error("[pools.\"*\"]\nupstream = \"host=/tmp\"\nsizes = 3")?.key == "pools.\"*\".sizes")
+        #expect(self.error("[pools.app]\nupstream = \"host=/tmp\"\nmax_pools = 3")?.key == "pools.app.max_pools")
+    }
+
     @Test func clientLimitsAreReadAndMaxClientsInherits() throws {
         let config = try self.load("""
             [agent]

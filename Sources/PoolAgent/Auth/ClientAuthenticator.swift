@@ -48,14 +48,16 @@ final class ClientAuthenticator: @unchecked Sendable {  // Confined to the agent
 
     private static func authQueries(_ configuration: AgentConfiguration) throws(LoadError) -> [String: AuthQuery] {
         var queries: [String: AuthQuery] = [:]
-        for (name, pool) in configuration.pools {
+        // The template's lookups run on one connection for all the pools it makes (its auth_upstream).
+        let template = configuration.template.map { [(PoolTemplate.name, $0.settings)] } ?? []
+        for (name, pool) in Array(configuration.pools) + template {
             guard let query = pool.authQuery else { continue }
             do {
                 queries[name] = try AuthQuery(
                     query: query, conninfo: pool.authUpstream ?? pool.upstream, poolName: name, connectTimeout: pool.connectTimeout
                 )
             } catch {
-                throw LoadError(key: "pools.\(name).auth_upstream", reason: error.description)
+                throw LoadError(key: name == PoolTemplate.name ? "pools.\"*\".auth_upstream" : "pools.\(name).auth_upstream", reason: error.description)
             }
         }
         return queries

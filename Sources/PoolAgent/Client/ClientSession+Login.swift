@@ -44,8 +44,9 @@ extension ClientSession {
             case .write(let buffer):
                 self.transport.write(buffer)
             case .authorized(let startup, let pending):
-                guard let pool = self.runtime.pools[startup.database] else {
-                    self.fatal(.fatal("3D000", "database \"\(startup.database)\" does not exist", detail: "poolagent has no pool configured for it"))
+                let (found, refusal) = self.runtime.pool(for: startup.database)
+                guard let pool = found else {
+                    self.fatal(refusal ?? .fatal("3D000", "database \"\(startup.database)\" does not exist"))
                     return
                 }
                 self.pendingInput = pending
@@ -73,7 +74,8 @@ extension ClientSession {
     private func decide(_ startup: LoginMachine.Startup) -> LoginMachine.Decision {
         self.startup = startup.message
         self.logger[metadataKey: LogKey.pool] = "\(startup.database)"
-        guard let pool = self.runtime.pools[startup.database] else {
+        // A database no pool is configured for is served by the template, whose pool is made after the login.
+        guard let settings = self.runtime.configuration.poolSettings(for: startup.database) else {
             return .refuse(.fatal("3D000", "database \"\(startup.database)\" does not exist", detail: "poolagent has no pool configured for it"))
         }
         do {
@@ -86,7 +88,7 @@ extension ClientSession {
         }
         let kind = self.connectionKind
         let (method, rule) = self.runtime.authenticator.method(
-            kind: kind, address: self.remoteAddressBytes, database: pool.name, user: startup.user
+            kind: kind, address: self.remoteAddressBytes, database: settings.name, user: startup.user
         )
         let ruleText = rule.map { "auth rule \($0)" } ?? "the default for \(kind == .local ? "auth.unix" : "auth.tcp")"
         self.logger.debug("authenticating", metadata: ["user": "\(startup.user)", "method": "\(method.rawValue)", "by": "\(ruleText)"])
@@ -108,7 +110,9 @@ extension ClientSession {
     /// challenge is made of.
     private func lookUpSecret(_ startup: LoginMachine.Startup, method: AuthMethod) {
         let auth = self.runtime.authenticator
-        auth.secret(for: startup.user, pool: startup.database, stillWanted: { [weak self] in self?.login.isAuthenticating == true })
+        // A pool made from the template looks passwords up with the template's auth_query.
+        let lookupPool = self.runtime.configuration.pools[startup.database] != nil ? startup.database : PoolTemplate.name
+        auth.secret(for: startup.user, pool: lookupPool, stillWanted: { [weak self] in self?.login.isAuthenticating == true })
             .whenComplete { [self] result in
                 guard self.state == .startup, self.login.isAuthenticating else { return }
                 var random = SystemRandomNumberGenerator()

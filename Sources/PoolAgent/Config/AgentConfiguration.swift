@@ -43,6 +43,13 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var auth: AuthSettings
     public var tls: TLSSettings
     public var pools: [String: PoolSettings]
+    /// `[pools."*"]`: pools made on first use for the databases no pool is configured for.
+    public var template: PoolTemplate? = nil
+
+    /// The settings for a client's database: its pool's, else the template's (named after the database).
+    func poolSettings(for database: String) -> PoolSettings? {
+        self.pools[database] ?? self.template.map { $0.settings(for: database) }
+    }
 }
 
 public struct AutoscaleSettings: Sendable, Equatable {
@@ -116,5 +123,22 @@ public struct PoolSettings: Sendable, Equatable {
             && lhs.idleInTransactionTimeout == rhs.idleInTransactionTimeout && lhs.clientIdleTimeout == rhs.clientIdleTimeout
             && lhs.serverSettings.elementsEqual(rhs.serverSettings) { $0 == $1 }
             && lhs.authQuery == rhs.authQuery && lhs.authUpstream == rhs.authUpstream
+    }
+}
+
+/// The catch-all pool (`*` in PgBouncer's `[databases]`): a pool per requested database, made when its first
+/// client has logged in, removed when unused, at most `maxPools` at once.
+public struct PoolTemplate: Sendable, Equatable {
+    public static let name = "*"
+    /// Pool settings with the name `*`; the upstream sets no dbname.
+    public var settings: PoolSettings
+    public var maxPools: Int
+    /// A made pool without clients this long closes its servers and goes.
+    public var unusedTimeout: Duration
+
+    func settings(for database: String) -> PoolSettings {
+        var settings = self.settings
+        settings.name = database
+        return settings
     }
 }

@@ -124,8 +124,13 @@ public enum ConfigLoader {
             let tls = try self.tls(tlsTable)
 
             var pools: [String: PoolSettings] = [:]
+            var template: PoolTemplate? = nil
             for (name, value) in poolTables {
                 let keyPath = "pools.\(name)"
+                if name == PoolTemplate.name {
+                    template = try self.template(try self.table(value, "pools.\"*\""), defaults: defaults)
+                    continue
+                }
                 guard !name.isEmpty, name.utf8.count < 64 else {
                     throw self.error(keyPath, "a pool name must be a database name of 1 to 63 bytes")
                 }
@@ -133,8 +138,8 @@ public enum ConfigLoader {
                 try self.rejectUnknown(table, allowed: Self.poolKeysSorted, in: keyPath)
                 pools[name] = try self.pool(name: name, table: table, defaults: defaults)
             }
-            if pools.isEmpty {
-                throw self.error("pools", "no pool is configured; add a [pools.<database>] table with an upstream")
+            if pools.isEmpty && template == nil {
+                throw self.error("pools", "no pool is configured; add a [pools.<database>] table with an upstream, or a [pools.\"*\"] template")
             }
             return AgentConfiguration(
                 path: self.file,
@@ -154,15 +159,37 @@ public enum ConfigLoader {
                 logLevel: logLevel,
                 auth: auth,
                 tls: tls,
-                pools: pools
+                pools: pools,
+                template: template
             )
+        }
+
+        static let templateKeysSorted = (ConfigLoader.poolKeys.union(["max_pools", "unused_timeout"])).sorted()
+
+        /// `[pools."*"]`: the settings of the pools made on first use for databases no pool is configured for.
+        func template(_ table: [(String, ConfigValue)], defaults: [(String, ConfigValue)]) throws(ConfigError) -> PoolTemplate {
+            let keyPath = "pools.\"*\""
+            try self.rejectUnknown(table, allowed: Self.templateKeysSorted, in: keyPath)
+            let poolTable = table.filter { $0.0 != "max_pools" && $0.0 != "unused_timeout" }
+            let settings = try self.pool(name: PoolTemplate.name, table: poolTable, defaults: defaults, keyPath: keyPath)
+            if let conninfo = try? UpstreamConninfo(parsing: settings.upstream), conninfo["dbname"] != nil {
+                throw self.error("\(keyPath).upstream", "a template's upstream must not set dbname: each pool it makes connects to the database its clients ask for")
+            }
+            if settings.authQuery != nil && settings.authUpstream == nil {
+                throw self.error("\(keyPath).auth_upstream", "required with auth_query in a template: the conninfo (with dbname) of the database the lookups run in")
+            }
+            let maxPools = try self.optionalInteger(table, "max_pools", keyPath, range: 1...10_000) ?? 100
+            let unusedTimeout = try self.duration(table, "unused_timeout", keyPath, positive: true) ?? .seconds(3600)
+            return PoolTemplate(settings: settings, maxPools: maxPools, unusedTimeout: unusedTimeout)
         }
 
         static let agentKeysSorted = ConfigLoader.agentKeys.sorted()
         static let poolKeysSorted = ConfigLoader.poolKeys.sorted()
 
-        func pool(name: String, table: [(String, ConfigValue)], defaults: [(String, ConfigValue)]) throws(ConfigError) -> PoolSettings {
-            let keyPath = "pools.\(name)"
+        func pool(
+            name: String, table: [(String, ConfigValue)], defaults: [(String, ConfigValue)], keyPath: String? = nil
+        ) throws(ConfigError) -> PoolSettings {
+            let keyPath = keyPath ?? "pools.\(name)"
             // A key set on the pool wins; otherwise [defaults]; errors name where the value came from.
             func source(_ key: String) -> (value: ConfigValue, section: String)? {
                 if let value = self.lookup(table, key) { return (value, keyPath) }

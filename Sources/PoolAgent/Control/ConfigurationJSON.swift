@@ -43,6 +43,11 @@ extension AgentConfiguration {
                 "client_tls": .string(self.tls.mode.rawValue),
             ],
             "pools": .object(self.pools.sorted { $0.key < $1.key }.map { ($0.key, $0.value.redactedJSON) }),
+            "template": self.template.map { template in
+                .object((template.settings.redactedJSON.objectValue ?? []) + [
+                    ("max_pools", JSONValue(template.maxPools)), ("unused_timeout_s", JSONValue(template.unusedTimeout.seconds)),
+                ])
+            } ?? .null,
         ]
     }
 }
