@@ -153,6 +153,7 @@ public final class Agent: @unchecked Sendable {  // Mutable state is touched onl
         let controlPath = self.configuration.controlSocket
         try UnixSocketPath.prepare(controlPath, what: "control socket")
         let control = ControlService(runtime: runtime, agent: self)
+        runtime.control = control
         // The socket is created with the configured mode: no window where it is wider.
         let oldMask = umask(0o777 & ~mode_t(self.configuration.controlSocketMode))
         defer { umask(oldMask) }

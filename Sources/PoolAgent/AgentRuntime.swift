@@ -194,6 +194,20 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         return refusal
     }
 
+    // MARK: Admin console
+
+    /// The control plane, for the admin console's commands; set by the agent.
+    weak var control: ControlService?
+
+    var adminConsoleEnabled: Bool { !self.configuration.adminUsers.isEmpty || !self.configuration.statsUsers.isEmpty }
+
+    /// What `user` may do on the admin console; nil: nothing.
+    func adminAccess(of user: String) -> AdminConsole.Access? {
+        if self.configuration.adminUsers.contains(user) { return .admin }
+        if self.configuration.statsUsers.contains(user) { return .stats }
+        return nil
+    }
+
     // MARK: Pools made from the template
 
     /// The pool a logged-in client of `database` joins: its configured pool, else one made from the template

@@ -43,6 +43,10 @@ extension ClientSession {
                 self.lookUpSecret(startup, method: method)
             case .write(let buffer):
                 self.transport.write(buffer)
+            case .authorized(let startup, let pending) where startup.database == AdminConsole.database && self.runtime.adminConsoleEnabled:
+                self.transport.flush()
+                self.adminLogin(pending: pending)
+                return
             case .authorized(let startup, let pending):
                 let (found, refusal) = self.runtime.pool(for: startup.database)
                 guard let pool = found else {
@@ -75,7 +79,15 @@ extension ClientSession {
         self.startup = startup.message
         self.logger[metadataKey: LogKey.pool] = "\(startup.database)"
         // A database no pool is configured for is served by the template, whose pool is made after the login.
-        guard let settings = self.runtime.configuration.poolSettings(for: startup.database) else {
+        let name: String
+        if startup.database == AdminConsole.database && self.runtime.adminConsoleEnabled {
+            guard self.runtime.adminAccess(of: startup.user) != nil else {
+                return .refuse(.fatal("28000", "not allowed: user \"\(startup.user)\" is in neither admin_users nor stats_users"))
+            }
+            name = AdminConsole.database
+        } else if let settings = self.runtime.configuration.poolSettings(for: startup.database) {
+            name = settings.name
+        } else {
             return .refuse(.fatal("3D000", "database \"\(startup.database)\" does not exist", detail: "poolagent has no pool configured for it"))
         }
         do {
@@ -88,7 +100,7 @@ extension ClientSession {
         }
         let kind = self.connectionKind
         let (method, rule) = self.runtime.authenticator.method(
-            kind: kind, address: self.remoteAddressBytes, database: settings.name, user: startup.user
+            kind: kind, address: self.remoteAddressBytes, database: name, user: startup.user
         )
         let ruleText = rule.map { "auth rule \($0)" } ?? "the default for \(kind == .local ? "auth.unix" : "auth.tcp")"
         self.logger.debug("authenticating", metadata: ["user": "\(startup.user)", "method": "\(method.rawValue)", "by": "\(ruleText)"])
@@ -144,6 +156,22 @@ extension ClientSession {
         case .peerRefused(let user, let osUser):
             self.logger.info("peer authentication failed", metadata: ["user": "\(user)", "os_user": "\(osUser)"])
         }
+    }
+
+    /// The client proved who it is on the admin console's database: the session answers its commands.
+    private func adminLogin(pending: ByteBuffer?) {
+        self.loginTimer?.cancel()
+        self.loginTimer = nil
+        guard let access = self.runtime.adminAccess(of: self.startup?.user ?? "") else {
+            self.fatal(.fatal("28000", "not allowed"))
+            return
+        }
+        self.cancelKey = self.runtime.registerCancelKey(for: self)
+        let console = AdminConsole(session: self, access: access)
+        self.adminConsole = console
+        self.state = .admin
+        self.completeLogin(parameters: AdminConsole.parameters)
+        if let pending { console.received(pending) }
     }
 
     /// The client proved who it is (or needed not): the session joins its pool.

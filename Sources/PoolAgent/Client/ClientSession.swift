@@ -20,6 +20,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         /// Logging in: `login` says where.
         case startup
         case waiting, syncing, active, closed
+        /// On the admin console (`AdminConsole`), not in a pool.
+        case admin
     }
 
     let id: Int
@@ -43,6 +45,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     /// Bytes the client sent while it waits for a server; sent once it has one.
     var pendingInput: ByteBuffer?
     var pool: Pool?
+    /// The admin console session, in state `admin`.
+    var adminConsole: AdminConsole?
     /// The pool and user this client counts against once admitted (see `ClientLimits`).
     var admission: ClientLimits.Admission?
     private(set) var server: ServerConnection?
@@ -112,6 +116,12 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         }
     }
 
+    /// The client's address and port as SHOW CLIENTS prints them; `unix` on the Unix socket.
+    var peerAddressText: (host: String, port: Int) {
+        guard let bytes = self.remoteAddressBytes, let address = self.transport.peerAddress() else { return ("unix", 0) }
+        return (Self.text(ofAddress: bytes), address.port)
+    }
+
     /// An address as PostgreSQL prints it: dotted IPv4, or IPv6 text.
     private static func text(ofAddress bytes: [UInt8]) -> String {
         var text = [CChar](repeating: 0, count: 64)
@@ -133,6 +143,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             self.run(self.login.received(buffer))
         case .waiting, .syncing:
             self.holdPendingInput(buffer)
+        case .admin:
+            self.adminConsole?.received(buffer)
         case .closed:
             break
         }
@@ -498,6 +510,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             let server = self.server
             self.server = nil
             server?.clientLeft(clean: previous == .syncing || clean)
+        case .admin:
+            self.adminConsole = nil
         case .startup, .closed:
             break
         }

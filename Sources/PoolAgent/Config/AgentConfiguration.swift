@@ -39,6 +39,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var maxLoginClients: Int
     /// Logged-in clients per user name across all pools; 0: no limit.
     public var maxUserConnections: Int
+    /// Users who may use the admin console (the database `pgbouncer`): every command, or SHOW only.
+    public var adminUsers: [String]
+    public var statsUsers: [String]
     public var logLevel: String
     public var auth: AuthSettings
     public var tls: TLSSettings

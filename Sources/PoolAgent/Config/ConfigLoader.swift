@@ -8,7 +8,7 @@ public enum ConfigLoader {
     static let agentKeys: Set<String> = [
         "listen", "unix_socket_dir", "unix_socket_port", "control_socket", "control_socket_mode",
         "login_timeout", "shutdown_timeout", "log_level", "control_allowed_uids", "metrics_listen", "io_uring",
-        "max_client_conn", "max_login_clients", "max_user_connections",
+        "max_client_conn", "max_login_clients", "max_user_connections", "admin_users", "stats_users",
     ]
     static let poolKeys: Set<String> = [
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
@@ -120,6 +120,8 @@ public enum ConfigLoader {
                 throw self.error("agent.log_level", "unknown level \"\(logLevel)\"; expected one of \(ConfigLoader.logLevels.joined(separator: ", "))")
             }
 
+            let adminUsers = try self.names(agent, "admin_users", "agent") ?? []
+            let statsUsers = try self.names(agent, "stats_users", "agent") ?? []
             let auth = try self.auth(authTable)
             let tls = try self.tls(tlsTable)
 
@@ -137,6 +139,9 @@ public enum ConfigLoader {
                 let table = try self.table(value, keyPath)
                 try self.rejectUnknown(table, allowed: Self.poolKeysSorted, in: keyPath)
                 pools[name] = try self.pool(name: name, table: table, defaults: defaults)
+            }
+            if !adminUsers.isEmpty || !statsUsers.isEmpty, pools[AdminConsole.database] != nil {
+                throw self.error("pools.\(AdminConsole.database)", "the admin console (admin_users, stats_users) is the database \"\(AdminConsole.database)\"; name the pool otherwise")
             }
             if pools.isEmpty && template == nil {
                 throw self.error("pools", "no pool is configured; add a [pools.<database>] table with an upstream, or a [pools.\"*\"] template")
@@ -156,6 +161,8 @@ public enum ConfigLoader {
                 maxClientConnections: maxClientConnections,
                 maxLoginClients: maxLoginClients,
                 maxUserConnections: maxUserConnections,
+                adminUsers: adminUsers,
+                statsUsers: statsUsers,
                 logLevel: logLevel,
                 auth: auth,
                 tls: tls,

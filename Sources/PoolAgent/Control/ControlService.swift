@@ -81,6 +81,23 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
         }
     }
 
+    /// Runs one method for the agent itself (the admin console), as a control client's request would.
+    func perform(_ method: String, params: JSONValue?) -> EventLoopFuture<JSONValue> {
+        do {
+            switch try self.call(RPCRequest(id: .number(0), method: method, params: params), from: InternalPeer()) {
+            case .value(let result): return self.eventLoop.makeSucceededFuture(result)
+            case .later(let future): return future
+            }
+        } catch {
+            return self.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    /// A caller that never subscribes.
+    private final class InternalPeer: ControlPeer {
+        func sendEvent(_ line: String) {}
+    }
+
     // MARK: Dispatch
 
     private func call(_ request: RPCRequest, from peer: any ControlPeer) throws(RPCError) -> Reply {

@@ -80,6 +80,18 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     var openingCount: Int { self.machine.opening }
     var waitingCount: Int { self.machine.waiting }
     var openCount: Int { self.machine.openConnections }
+    /// How long the longest-waiting client has waited; nil when none waits.
+    var longestWait: Duration? { self.waitingSince.values.min().map { $0.duration(to: .now) } }
+
+    /// Where the servers connect, from the parameters libpq gets (the first host of a list).
+    private func parameter(_ keyword: String) -> String? { self.connectParameters.last { $0.0 == keyword }?.1 }
+    var upstreamUser: String { self.parameter("user") ?? "" }
+    var upstreamDatabase: String { self.parameter("dbname") ?? self.name }
+    var upstreamHost: (host: String?, port: String) {
+        let host = (self.parameter("host") ?? self.parameter("hostaddr"))?.split(separator: ",").first.map(String.init)
+        let port = self.parameter("port")?.split(separator: ",").first.map(String.init) ?? "5432"
+        return (host, port)
+    }
 
     /// Opens `min_idle` connections; the agent's janitor does the rest of the upkeep. `poolCount` is how many
     /// pools share the agent, for the upstream share of `size = "auto"`.

@@ -51,6 +51,18 @@ final class PGConnection: @unchecked Sendable {  // Used by one thread at a time
         return try Self.rows(of: result, connection: self.connection)
     }
 
+    /// The rows with their column names: one dictionary per row.
+    func records(_ sql: String) throws -> [[String: String?]] {
+        guard let result = PQexec(self.connection, sql) else {
+            throw PGError(message: String(cString: PQerrorMessage(self.connection)), sqlState: nil)
+        }
+        defer { PQclear(result) }
+        let names = (0..<PQnfields(result)).map { String(cString: PQfname(result, $0)) }
+        return try Self.rows(of: result, connection: self.connection).map { row in
+            Dictionary(zip(names, row), uniquingKeysWith: { first, _ in first })
+        }
+    }
+
     func value(_ sql: String) throws -> String? {
         try self.query(sql).first?.first ?? nil
     }
