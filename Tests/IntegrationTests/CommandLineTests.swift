@@ -40,6 +40,55 @@ extension Integration {
             #expect(result.output.contains(reason))
         }
 
+        @Test func importPgBouncerWritesAConfigurationTheAgentRuns() throws {
+            let role = "pa_import"
+            let upstream = try Upstream.role(role)
+            _ = upstream
+            let directory = NSTemporaryDirectory() + "poolagent-import-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let server = "host=\(TestEnvironment.pgHost ?? "") port=\(TestEnvironment.pgPort ?? 5432) user=\(role)"
+            try """
+                [databases]
+                postgres = \(server) pool_size=2 connect_query='SELECT 1'
+                * = \(server)
+                [users]
+                alice = pool_mode=session
+                [pgbouncer]
+                listen_addr = 127.0.0.1
+                pool_mode = transaction
+                auth_type = trust
+                admin_users = postgres
+                logfile = /var/log/pgbouncer.log
+                %include limits.ini
+                """.write(toFile: directory + "/pgbouncer.ini", atomically: true, encoding: .utf8)
+            try "max_client_conn = 50\n".write(toFile: directory + "/limits.ini", atomically: true, encoding: .utf8)
+            let converted = directory + "/poolagent.toml"
+            let result = try Shell.run("/bin/sh", ["-c", "cd \"$0\" && exec \"$1\" import-pgbouncer pgbouncer.ini -o \"$2\"", directory, TestEnvironment.agentBinary, converted])
+            #expect(result.status == 0, "\(result.output)")
+            // The report names what was dropped and why; the file says it too.
+            for dropped in ["logfile", "[users] alice pool_mode=session", "connect_query"] {
+                #expect(result.output.contains(dropped), "\(result.output)")
+            }
+            let text = try String(contentsOfFile: converted, encoding: .utf8)
+            #expect(text.contains("# Not carried over:") && text.contains("max_client_conn = 50"), "\(text)")
+            let check = try Shell.run(TestEnvironment.agentBinary, ["--check", "--config", converted])
+            #expect(check.status == 0 && check.output.contains("1 pool and a template"), "\(check.output)")
+
+            // The converted configuration serves: its [agent] lines but the listeners, the rest as written.
+            let sections = text.components(separatedBy: "\n[auth]")
+            let agentLines = sections[0].split(separator: "\n").filter {
+                !$0.hasPrefix("#") && !$0.hasPrefix("[") && !$0.hasPrefix("listen") && !$0.hasPrefix("unix_socket")
+            }
+            let agent = try AgentProcess(pools: "[auth]" + sections[1], agentExtra: agentLines.joined(separator: "\n"), sections: "")
+            let app = try PGConnection(agent.conninfo())
+            #expect(try app.value("SELECT current_user") == role)
+            let other = try PGConnection(agent.conninfo(database: "template1"))
+            #expect(try other.value("SELECT current_database()") == "template1")
+            let console = try PGConnection(agent.conninfo(database: "pgbouncer"))
+            #expect(try console.records("SHOW DATABASES").first { $0["name"] == "postgres" }?["pool_size"] == "2")
+        }
+
         @Test func poolctlReadsStatsFromTheControlSocket() throws {
             let upstream = try Upstream.role("pa_poolctl")
             let agent = try AgentProcess(pools: """
