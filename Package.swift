@@ -72,6 +72,7 @@ let package = Package(
             dependencies: [
                 "ControlRPC",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: strict
         ),

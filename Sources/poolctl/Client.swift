@@ -22,7 +22,7 @@ enum ControlClient {
     static func expand(_ patterns: [String]) -> [String] {
         var paths: [String] = []
         for pattern in patterns {
-            guard pattern.contains(where: { "*?[".contains($0) }) else {
+            guard !pattern.hasPrefix("ssh://"), pattern.contains(where: { "*?[".contains($0) }) else {
                 paths.append(pattern)
                 continue
             }
@@ -44,7 +44,7 @@ enum ControlClient {
         let answers = Answers(count: sockets.count)
         var threads: [pthread_t] = []
         for (index, socket) in sockets.enumerated() {
-            let job = Job {
+            threads.append(spawnThread {
                 let outcome: Result<RPCResponse, ClientError>
                 do {
                     outcome = .success(try self.call(path: socket, method: method, params: params, timeout: timeout))
@@ -54,13 +54,7 @@ enum ControlClient {
                     outcome = .failure(ClientError("\(error)"))
                 }
                 answers.set(index, AgentAnswer(socket: socket, outcome: outcome))
-            }
-            var thread = pthread_t()
-            pthread_create(&thread, nil, { argument in
-                Unmanaged<Job>.fromOpaque(argument!).takeRetainedValue().body()
-                return nil
-            }, Unmanaged.passRetained(job).toOpaque())
-            threads.append(thread)
+            })
         }
         for thread in threads { pthread_join(thread, nil) }
         return answers.values
@@ -68,7 +62,7 @@ enum ControlClient {
 
     /// Opens a connection, sends one request line, reads one response line.
     static func call(path: String, method: String, params: JSONValue?, timeout: Int) throws -> RPCResponse {
-        let connection = try Connection(path: path, timeout: timeout)
+        let connection = try Connection(address: path, timeout: timeout)
         defer { connection.close() }
         try connection.send(RPCRequest(id: 1, method: method, params: params).json.serialized)
         let line = try connection.readLine()
@@ -79,11 +73,6 @@ enum ControlClient {
         }
     }
 
-    private final class Job: @unchecked Sendable {  // Handed to exactly one thread.
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
-    }
-
     private final class Answers: @unchecked Sendable {  // Each thread writes only its own index; read after join.
         private var storage: [AgentAnswer?]
         init(count: Int) { self.storage = Array(repeating: nil, count: count) }
@@ -92,22 +81,85 @@ enum ControlClient {
     }
 }
 
-/// A blocking Unix-socket connection with a receive timeout.
+/// Runs `body` on a new thread.
+func spawnThread(_ body: @escaping () -> Void) -> pthread_t {
+    final class Job: @unchecked Sendable {  // Handed to exactly one thread.
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+    var thread = pthread_t()
+    pthread_create(&thread, nil, { argument in
+        Unmanaged<Job>.fromOpaque(argument!).takeRetainedValue().body()
+        return nil
+    }, Unmanaged.passRetained(Job(body)).toOpaque())
+    return thread
+}
+
+/// Lines from several threads, whole and flushed one at a time; the worst exit code of those that ended.
+final class EventOutput: @unchecked Sendable {  // Every access under the lock.
+    private var lock = pthread_mutex_t()
+    private var code: Int32 = 0
+
+    init() { pthread_mutex_init(&self.lock, nil) }
+
+    func line(_ text: String) {
+        pthread_mutex_lock(&self.lock)
+        print(text)
+        flushOutput()
+        pthread_mutex_unlock(&self.lock)
+    }
+
+    func error(_ text: String) {
+        pthread_mutex_lock(&self.lock)
+        printError(text)
+        pthread_mutex_unlock(&self.lock)
+    }
+
+    func finished(_ code: Int32) {
+        pthread_mutex_lock(&self.lock)
+        self.code = max(self.code, code)
+        pthread_mutex_unlock(&self.lock)
+    }
+
+    var exitCode: Int32 {
+        pthread_mutex_lock(&self.lock)
+        defer { pthread_mutex_unlock(&self.lock) }
+        return self.code
+    }
+}
+
+/// A blocking Unix-socket connection with a receive timeout; to a socket on another host through an SSH tunnel.
 final class Connection {
     private let fd: Int32
     private var buffered: [UInt8] = []
+    private let tunnel: SSHTunnel?
 
-    init(path: String, timeout: Int) throws {
+    /// `address`: a socket path or `ssh://[user@]host[:port]/path`.
+    init(address: String, timeout: Int) throws {
+        var tunnel: SSHTunnel? = nil
+        var path = address
+        if address.hasPrefix("ssh://") {
+            guard let remote = SSHTunnel.parse(address) else {
+                throw ClientError("expected ssh://[user@]host[:port]/path/to/control.sock, found \(address)")
+            }
+            tunnel = try SSHTunnel(remote, timeout: timeout)
+            path = tunnel!.localSocket
+        }
         do {
             self.fd = try UnixSocket.connect(path: path)
         } catch {
+            tunnel?.close()
             throw ClientError(error.description)
         }
+        self.tunnel = tunnel
         var limit = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    func close() { Glibc.close(self.fd) }
+    func close() {
+        Glibc.close(self.fd)
+        self.tunnel?.close()
+    }
 
     func send(_ line: String) throws {
         let bytes = Array((line + "\n").utf8)

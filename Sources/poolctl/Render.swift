@@ -27,6 +27,14 @@ enum Render {
         }
     }
 
+    static func number(_ value: JSONValue?) -> Double? {
+        switch value {
+        case .integer(let number)?: Double(number)
+        case .number(let number)?: number
+        default: nil
+        }
+    }
+
     static func path(_ value: JSONValue, _ keys: String...) -> JSONValue? {
         var current: JSONValue? = value
         for key in keys { current = current?[key] }

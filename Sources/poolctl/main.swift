@@ -24,7 +24,7 @@ struct PoolCtl: ParsableCommand {
         subcommands: [
             Stats.self, Resize.self, Drain.self, Resume.self, SetRecycle.self, Reconnect.self, Health.self,
             ListClients.self, ListServers.self, KillClient.self, Reload.self, Config.self, Subscribe.self,
-            Shutdown.self, Version.self, Discover.self, Call.self, Watch.self,
+            Shutdown.self, Version.self, Discover.self, Call.self, Watch.self, Rollout.self, Top.self,
         ]
     )
 
@@ -32,8 +32,14 @@ struct PoolCtl: ParsableCommand {
 }
 
 struct ConnectionOptions: ParsableArguments {
-    @Option(name: .long, help: "Control socket path or glob; repeat for several agents. Default: $POOLAGENT_SOCKET or /run/poolagent/poolagent.sock.")
+    @Option(name: .long, help: "Control socket path, glob or ssh://[user@]host[:port]/path; repeat for several agents. Default: $POOLAGENT_SOCKET or /run/poolagent/poolagent.sock.")
     var socket: [String] = []
+
+    @Option(name: .long, help: "An inventory of agents ([agents.<name>] tables with socket and labels).")
+    var fleet: String?
+
+    @Option(name: .long, help: "With --fleet: only agents whose label has this value (label=value or label=a,b; repeatable, all must match).")
+    var select: [String] = []
 
     @Flag(name: .long, help: "Print one JSON line per agent instead of a table.")
     var json = false
@@ -41,10 +47,33 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds to wait for each agent's answer.")
     var timeout: Int = 30
 
-    var sockets: [String] {
-        if !self.socket.isEmpty { return ControlClient.expand(self.socket) }
-        if let fromEnvironment = getenv("POOLAGENT_SOCKET") { return ControlClient.expand([String(cString: fromEnvironment)]) }
-        return ["/run/poolagent/poolagent.sock"]
+    func validate() throws {
+        if !self.select.isEmpty && self.fleet == nil { throw ValidationError("--select needs --fleet") }
+    }
+
+    var sockets: [String] { self.targets.map(\.address) }
+
+    /// The agents addressed: the fleet's (selected), then the --socket ones; the default socket when neither.
+    var targets: [AgentTarget] {
+        var targets: [AgentTarget] = []
+        if let fleet = self.fleet {
+            do {
+                targets = try Fleet.select(try Fleet.load(fleet), self.select)
+            } catch {
+                printError("poolctl: \(error)")
+                Glibc.exit(2)
+            }
+            if targets.isEmpty {
+                printError("poolctl: no agent in \(fleet) matches \(self.select.joined(separator: " "))")
+                Glibc.exit(2)
+            }
+        }
+        var patterns = self.socket
+        if patterns.isEmpty && targets.isEmpty {
+            patterns = [getenv("POOLAGENT_SOCKET").map { String(cString: $0) } ?? "/run/poolagent/poolagent.sock"]
+        }
+        targets += ControlClient.expand(patterns).map { AgentTarget(name: $0, address: $0) }
+        return targets
     }
 }
 
@@ -57,38 +86,38 @@ func run(
     render: (JSONValue) -> String = Render.keyValues,
     accept: (JSONValue) -> Bool = { _ in true }
 ) throws {
-    let sockets = options.sockets
-    let answers = ControlClient.callAll(sockets, method: method, params: params.isEmpty ? nil : .object(params), timeout: options.timeout)
+    let targets = options.targets
+    let answers = ControlClient.callAll(targets.map(\.address), method: method, params: params.isEmpty ? nil : .object(params), timeout: options.timeout)
     var exitCode: Int32 = 0
-    for answer in answers {
-        let prefix = sockets.count > 1 ? "\(answer.socket):\n" : ""
+    for (target, answer) in zip(targets, answers) {
+        let prefix = targets.count > 1 ? "\(target.name):\n" : ""
         switch answer.outcome {
         case .success(let response):
             switch response.outcome {
             case .success(let result):
                 if !accept(result) { exitCode = max(exitCode, 1) }
                 if options.json {
-                    print((["socket": .string(answer.socket), "result": result] as JSONValue).serialized)
+                    print((["agent": .string(target.name), "socket": .string(answer.socket), "result": result] as JSONValue).serialized)
                 } else {
                     print(prefix + render(result))
                 }
             case .failure(let error):
                 exitCode = max(exitCode, 1)
                 if options.json {
-                    print((["socket": .string(answer.socket), "error": ["code": JSONValue(error.code), "message": .string(error.message), "data": error.data ?? .null]] as JSONValue).serialized)
+                    print((["agent": .string(target.name), "socket": .string(answer.socket), "error": ["code": JSONValue(error.code), "message": .string(error.message), "data": error.data ?? .null]] as JSONValue).serialized)
                 } else {
                     // The data's `errors` or `reason` says what was wrong; show it, not only the code.
                     var details = error.data?["errors"]?.arrayValue?.compactMap(\.stringValue) ?? []
                     if let reason = error.data?["reason"]?.stringValue { details.append(reason) }
-                    printError("\(answer.socket): \(error)" + details.map { "\n  \($0)" }.joined())
+                    printError("\(target.name): \(error)" + details.map { "\n  \($0)" }.joined())
                 }
             }
         case .failure(let error):
             exitCode = 3
             if options.json {
-                print((["socket": .string(answer.socket), "unreachable": .string(error.description)] as JSONValue).serialized)
+                print((["agent": .string(target.name), "socket": .string(answer.socket), "unreachable": .string(error.description)] as JSONValue).serialized)
             } else {
-                printError("\(answer.socket): cannot reach the agent: \(error)")
+                printError("\(target.name): cannot reach the agent: \(error)")
             }
         }
     }
@@ -227,30 +256,66 @@ extension PoolCtl {
     }
 
     struct Subscribe: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print events as they happen (one agent).", discussion: "Example:\n  poolctl --socket /tmp/poolagent.sock subscribe --events resize,drain")
+        static let configuration = CommandConfiguration(
+            abstract: "Print events as they happen, from every agent addressed, merged into one stream.",
+            discussion: """
+                Each line is one event; with several agents it names the agent ("agent" in --json). Lines are \
+                written and flushed as they come, to a terminal, a pipe or a file. An agent that goes away is \
+                reported on stderr; the others go on. Exits 3 when no agent is left.
+
+                Example:
+                  poolctl --socket /tmp/poolagent.sock subscribe --events resize,drain
+                  poolctl --fleet fleet.toml --select region=eu subscribe --json
+                """
+        )
         @ParentCommand var root: PoolCtl
         @Option(help: "Comma-separated event types; all when absent.") var events: String?
         func run() throws {
-            guard let socket = self.root.connection.sockets.first else { throw ExitCode(2) }
+            let targets = self.root.connection.targets
+            let params: JSONValue? = self.events.map { ["events": .array($0.split(separator: ",").map { .string(String($0)) })] }
+            let json = self.root.connection.json
+            let tagged = targets.count > 1
+            let output = EventOutput()
+            let threads = targets.map { target in
+                spawnThread {
+                    let code = Self.follow(target, params: params, json: json, tagged: tagged, output: output)
+                    output.finished(code)
+                }
+            }
+            for thread in threads { pthread_join(thread, nil) }
+            throw ExitCode(output.exitCode)
+        }
+
+        /// Reads one agent's events until it goes; returns the exit code its end calls for.
+        static func follow(_ target: AgentTarget, params: JSONValue?, json: Bool, tagged: Bool, output: EventOutput) -> Int32 {
             let connection: Connection
             do {
-                connection = try Connection(path: socket, timeout: 0)
+                connection = try Connection(address: target.address, timeout: 0)
+                try connection.send(RPCRequest(id: 1, method: "subscribe", params: params).json.serialized)
             } catch {
-                printError("\(socket): cannot reach the agent: \(error)")
-                throw ExitCode(3)
+                output.error("\(target.name): cannot reach the agent: \(error)")
+                return 3
             }
-            let params: JSONValue? = self.events.map { ["events": .array($0.split(separator: ",").map { .string(String($0)) })] }
-            try connection.send(RPCRequest(id: 1, method: "subscribe", params: params).json.serialized)
+            defer { connection.close() }
             while true {
-                let line = try connection.readLine()
+                let line: [UInt8]
+                do {
+                    line = try connection.readLine()
+                } catch {
+                    output.error("\(target.name): \(error)")
+                    return 3
+                }
                 guard let value = try? JSONValue.parse(line) else { continue }
                 if let error = value["error"] {
-                    printError("\(socket): \(error.serialized)")
-                    throw ExitCode(1)
+                    output.error("\(target.name): \(error.serialized)")
+                    return 1
                 }
-                if let event = value["params"], value["method"] == "event" {
-                    print(self.root.connection.json ? event.serialized : Render.keyValues(event).replacingNewlines())
-                    flushOutput()
+                guard let event = value["params"], value["method"] == "event" else { continue }
+                if json {
+                    let members = tagged ? [("agent", JSONValue.string(target.name))] + (event.objectValue ?? []) : event.objectValue ?? []
+                    output.line(JSONValue.object(members).serialized)
+                } else {
+                    output.line((tagged ? "\(target.name): " : "") + Render.keyValues(event).replacingNewlines())
                 }
             }
         }

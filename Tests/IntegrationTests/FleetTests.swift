@@ -1,0 +1,121 @@
+// poolctl across several agents: an inventory with labels, rollouts with a health gate, one merged event stream,
+// and the fleet-wide table.
+
+import Foundation
+import Testing
+
+extension Integration {
+    @Suite struct Fleet {
+        /// Three agents, eu-1, eu-2 and us-1; `unhealthy` names one whose pool cannot reach its server.
+        static func fleet(_ role: String, unhealthy: String? = nil) throws -> (agents: [String: AgentProcess], file: String) {
+            let upstream = try Upstream.role(role)
+            var agents: [String: AgentProcess] = [:]
+            for name in ["eu-1", "eu-2", "us-1"] {
+                let pool = name == unhealthy
+                    ? "[pools.app]\nupstream = \"host=127.0.0.1 port=1 dbname=postgres user=\(role) connect_timeout=1\"\nmin_idle = 1\nsize = 2"
+                    : "[pools.app]\nupstream = \"\(upstream)\"\nsize = 2\nmode = \"transaction\""
+                agents[name] = try AgentProcess(pools: pool)
+            }
+            let file = agents["eu-1"]!.directory.appendingPathComponent("fleet.toml").path
+            try agents.keys.sorted().map { name in
+                "[agents.\(name)]\nsocket = \"\(agents[name]!.controlSocket)\"\nregion = \"\(name.prefix(2))\"\nrole = \"pooler\"\n"
+            }.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            return (agents, file)
+        }
+
+        static func lines(_ output: String) -> [[String: Any]] {
+            output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        }
+
+        @Test func anInventorySelectsAgentsByLabel() throws {
+            let (agents, file) = try Self.fleet("pa_fleet_select")
+            defer { withExtendedLifetime(agents) {} }
+            let eu = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "--select", "region=eu", "--json", "health"])
+            #expect(eu.status == 0, "\(eu.output)")
+            #expect(Self.lines(eu.output).compactMap { $0["agent"] as? String } == ["eu-1", "eu-2"])
+            let both = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "--select", "region=eu,us", "--select", "name=us-1", "--json", "version"])
+            #expect(Self.lines(both.output).compactMap { $0["agent"] as? String } == ["us-1"])
+            let none = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "--select", "region=ap", "health"])
+            #expect(none.status == 2 && none.output.contains("no agent"), "\(none.output)")
+            let bad = try Shell.run(TestEnvironment.poolctlBinary, ["--select", "region=eu", "health"])
+            #expect(bad.status == 2)
+        }
+
+        @Test func rolloutGoesOneAgentAtATimeAndStopsAtTheFirstFailure() throws {
+            let (agents, file) = try Self.fleet("pa_fleet_rollout")
+            let run = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "--json", "rollout", "reconnect", "--settle", "0.5"])
+            #expect(run.status == 0, "\(run.output)")
+            let steps = Self.lines(run.output).compactMap { line in (line["agent"] as? String).map { "\($0) \(line["step"] ?? "")" } }
+            #expect(steps == ["eu-1 started", "eu-1 done", "eu-2 started", "eu-2 done", "us-1 started", "us-1 done"], "\(run.output)")
+            defer { withExtendedLifetime(agents) {} }
+
+            let plan = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "rollout", "drain", "{\"pool\": \"app\"}", "--parallel", "2", "--dry-run"])
+            #expect(plan.status == 0 && plan.output.contains("batch 1: eu-1, eu-2") && plan.output.contains("batch 2: us-1"), "\(plan.output)")
+        }
+
+        @Test func aFailingAgentStopsTheRolloutWithExitCodeOne() throws {
+            let (agents, file) = try Self.fleet("pa_fleet_fail", unhealthy: "eu-2")
+            defer { withExtendedLifetime(agents) {} }
+            let run = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "rollout", "drain", "{\"pool\": \"app\"}", "--settle", "0.3", "--gate-timeout", "3"])
+            #expect(run.status == 1, "\(run.output)")
+            #expect(run.output.contains("eu-2: FAILED") && run.output.contains("health gate"), "\(run.output)")
+            #expect(run.output.contains("1 done (eu-1), 1 failed (eu-2: ") && run.output.contains("1 untouched (us-1)"), "\(run.output)")
+            #expect(!run.output.contains("us-1: drain"))
+
+            // An agent that cannot be reached: exit 3, and nothing after it is touched.
+            try "[agents.a]\nsocket = \"/nonexistent/agent.sock\"\n[agents.b]\nsocket = \"/nonexistent/b.sock\"\n"
+                .write(toFile: file, atomically: true, encoding: .utf8)
+            let unreachable = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "rollout", "reload"])
+            #expect(unreachable.status == 3 && unreachable.output.contains("1 untouched (b)"), "\(unreachable.output)")
+        }
+
+        @Test func subscribeMergesEveryAgentsEventsLineByLine() throws {
+            let (agents, file) = try Self.fleet("pa_fleet_subscribe")
+            defer { withExtendedLifetime(agents) {} }
+            let subscriber = Process()
+            subscriber.executableURL = URL(fileURLWithPath: TestEnvironment.poolctlBinary)
+            subscriber.arguments = ["--fleet", file, "--json", "subscribe", "--events", "reconnect"]
+            let pipe = Pipe()
+            subscriber.standardOutput = pipe
+            try subscriber.run()
+            defer {
+                // SIGKILL: the test runner's threads block SIGTERM, and the child inherits that mask.
+                kill(subscriber.processIdentifier, SIGKILL)
+                subscriber.waitUntilExit()
+            }
+            let received = LockedBox("")
+            let reader = pipe.fileHandleForReading
+            Thread {
+                while true {
+                    let data = reader.availableData
+                    if data.isEmpty { return }
+                    received.mutate { $0 += String(decoding: data, as: UTF8.self) }
+                }
+            }.start()
+            usleep(400_000)
+            for name in ["eu-1", "us-1"] {
+                #expect(try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agents[name]!.controlSocket, "reconnect"]).status == 0)
+            }
+            #expect(eventually {
+                Set(Self.lines(received.value).compactMap { $0["agent"] as? String }) == ["eu-1", "us-1"]
+            }, "\(received.value)")
+            #expect(Self.lines(received.value).allSatisfy { $0["type"] as? String == "reconnect" })
+            #expect(subscriber.isRunning)
+        }
+
+        @Test func topShowsPoolTotalsAndAgentRows() throws {
+            let (agents, file) = try Self.fleet("pa_fleet_top")
+            let client = try PGConnection(agents["eu-1"]!.conninfo(database: "app"))
+            defer { withExtendedLifetime((agents, client)) {} }
+            let run = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "--json", "top", "--count", "2", "--interval", "0.3"])
+            #expect(run.status == 0, "\(run.output)")
+            let lines = Self.lines(run.output)
+            let totals = lines.filter { $0["agents"] != nil }
+            #expect(totals.count == 2 && totals.allSatisfy { $0["pool"] as? String == "app" && $0["agents"] as? Int == 3 }, "\(run.output)")
+            #expect(totals.last?["clients"] as? Int == 1)
+            #expect(lines.contains { $0["agent"] as? String == "eu-1" && $0["clients"] as? Int == 1 && $0["tps"] is Double })
+            let table = try Shell.run(TestEnvironment.poolctlBinary, ["--fleet", file, "top", "--count", "1"])
+            #expect(table.output.contains("app (3 agents)") && table.output.contains("  us-1"), "\(table.output)")
+        }
+    }
+}
