@@ -76,11 +76,7 @@ extension PoolAgentCommand {
             guard let level = Logger.Level(rawValue: levelText) else {
                 PoolAgentCommand.fail("poolagent: unknown log level \"\(levelText)\"")
             }
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            LoggingSystem.bootstrap { _ in AgentLogHandler(format: configuration.logFormat, level: level) }
             let logger = Logger(label: "poolagent")
             do {
                 let agent = try Agent(configuration: configuration, logger: logger)

@@ -89,6 +89,22 @@ extension Integration {
             #expect(try console.records("SHOW DATABASES").first { $0["name"] == "postgres" }?["pool_size"] == "2")
         }
 
+        @Test func logLinesAreLogfmtByDefaultAndJSONWhenAsked() throws {
+            let upstream = try Upstream.role("pa_log_format")
+            let pools = "[pools.postgres]\nupstream = \"\(upstream)\"\nsize = 1"
+            let logfmt = try AgentProcess(pools: pools)
+            _ = try PGConnection(logfmt.conninfo()).value("SELECT 1")
+            let plain = logfmt.log.split(separator: "\n")
+            #expect(!plain.isEmpty && plain.allSatisfy { $0.hasPrefix("ts=") && $0.contains(" level=") && $0.contains(" msg=") }, "\(logfmt.log)")
+            #expect(plain.contains { $0.contains("msg=\"client logged in\"") && $0.contains(" pool=postgres") })
+
+            let json = try AgentProcess(pools: pools, agentExtra: "log_format = \"json\"")
+            _ = try PGConnection(json.conninfo()).value("SELECT 1")
+            let objects = json.log.split(separator: "\n").map { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            #expect(!objects.isEmpty && objects.allSatisfy { $0?["msg"] is String && $0?["level"] is String && $0?["ts"] is String }, "\(json.log)")
+            #expect(objects.contains { $0?["msg"] as? String == "client logged in" && $0?["pool"] as? String == "postgres" })
+        }
+
         @Test func poolctlReadsStatsFromTheControlSocket() throws {
             let upstream = try Upstream.role("pa_poolctl")
             let agent = try AgentProcess(pools: """

@@ -1,5 +1,6 @@
 // The configuration file: defaults, inheritance from [defaults], and one precise error per bad key.
 
+import ControlRPC
 import Testing
 @testable import PoolAgent
 
@@ -268,5 +269,17 @@ import Testing
     @Test(arguments: ["", "s", "-1s", "1y", "abc", "1e999s"])
     func badDurationsAreRejected(text: String) {
         #expect(DurationParser.parse(text) == nil)
+    }
+}
+
+@Suite struct AgentLogHandlerTests {
+    @Test func logfmtQuotesWhatItMustAndJSONIsOneObject() throws {
+        let line = AgentLogHandler.line(format: .logfmt, time: "2026-12-07T14:00:00.000Z", level: .info, message: "client refused",
+                                        fields: [("pool", "app"), ("reason", "pool \"app\" is full"), ("empty", ""), ("a=b", "x\ny")])
+        #expect(line == "ts=2026-12-07T14:00:00.000Z level=info msg=\"client refused\" pool=app reason=\"pool \\\"app\\\" is full\" empty=\"\" a_b=\"x\\ny\"\n")
+        let json = AgentLogHandler.line(format: .json, time: "t", level: .warning, message: "m \"q\"", fields: [("pool", "app")])
+        let object = try JSONValue.parse(Array(json.dropLast().utf8))
+        #expect(object["ts"] == "t" && object["level"] == "warning" && object["msg"] == "m \"q\"" && object["pool"] == "app")
+        #expect(!json.dropLast().contains("\n"))
     }
 }

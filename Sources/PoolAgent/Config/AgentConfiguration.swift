@@ -43,6 +43,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var adminUsers: [String]
     public var statsUsers: [String]
     public var logLevel: String
+    /// How log lines are written: logfmt (the default) or JSON objects.
+    public var logFormat: AgentLogHandler.Format
     public var auth: AuthSettings
     public var tls: TLSSettings
     public var pools: [String: PoolSettings]

@@ -8,7 +8,7 @@ public enum ConfigLoader {
     static let agentKeys: Set<String> = [
         "listen", "unix_socket_dir", "unix_socket_port", "control_socket", "control_socket_mode",
         "login_timeout", "shutdown_timeout", "log_level", "control_allowed_uids", "metrics_listen", "io_uring",
-        "max_client_conn", "max_login_clients", "max_user_connections", "admin_users", "stats_users",
+        "max_client_conn", "max_login_clients", "max_user_connections", "admin_users", "stats_users", "log_format",
     ]
     static let poolKeys: Set<String> = [
         "upstream", "mode", "size", "min_idle", "max_overflow", "wait_timeout", "connect_timeout",
@@ -120,6 +120,10 @@ public enum ConfigLoader {
                 throw self.error("agent.log_level", "unknown level \"\(logLevel)\"; expected one of \(ConfigLoader.logLevels.joined(separator: ", "))")
             }
 
+            let logFormatText = try self.optionalString(agent, "log_format", "agent") ?? "logfmt"
+            guard let logFormat = AgentLogHandler.Format(rawValue: logFormatText) else {
+                throw self.error("agent.log_format", "unknown format \"\(logFormatText)\"; expected logfmt or json")
+            }
             let adminUsers = try self.names(agent, "admin_users", "agent") ?? []
             let statsUsers = try self.names(agent, "stats_users", "agent") ?? []
             let auth = try self.auth(authTable)
@@ -164,6 +168,7 @@ public enum ConfigLoader {
                 adminUsers: adminUsers,
                 statsUsers: statsUsers,
                 logLevel: logLevel,
+                logFormat: logFormat,
                 auth: auth,
                 tls: tls,
                 pools: pools,
