@@ -100,6 +100,41 @@ extension Integration {
             #expect(body.contains("# TYPE poolagent_query_seconds summary"))
         }
 
+        @Test func theGrafanaDashboardQueriesOnlyMetricsTheAgentExports() throws {
+            let metricsPort = try AgentProcess.freePort()
+            let upstream = try Upstream.role("pa_dashboard")
+            let agent = try AgentProcess(pools: "[pools.postgres]\nupstream = \"\(upstream)\"\nsize = 1",
+                                         agentExtra: "metrics_listen = \"127.0.0.1:\(metricsPort)\"")
+            _ = try PGConnection(agent.conninfo()).value("SELECT 1")
+            let raw = try RawConnection(port: metricsPort)
+            raw.send(Array("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+            let body = String(decoding: raw.readUntilClosed().bytes, as: UTF8.self).components(separatedBy: "\r\n\r\n").dropFirst().joined()
+            var exported = Set<String>()
+            var labels = Set<String>()
+            for line in body.split(separator: "\n") where !line.hasPrefix("#") {
+                exported.insert(String(line.prefix { $0 != "{" && $0 != " " }))
+                for match in line.matches(of: #/([a-z_]+)="/#) { labels.insert(String(match.1)) }
+            }
+            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            let data = try Data(contentsOf: root.appendingPathComponent("docs/grafana/poolagent.json"))
+            let dashboard = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            let panels = try #require(dashboard["panels"] as? [[String: Any]])
+            let expressions = panels.flatMap { ($0["targets"] as? [[String: Any]] ?? []).compactMap { $0["expr"] as? String } }
+            #expect(panels.count >= 10 && expressions.count >= panels.count)
+            var queried = Set<String>()
+            for expression in expressions {
+                for match in expression.matches(of: #/poolagent_[a-z_]+/#) { queried.insert(String(match.0)) }
+                // Labels the dashboard selects or groups by: the agent's own, or the one Prometheus adds.
+                for match in expression.matches(of: #/([a-z_]+)(=~|=)"/#) {
+                    #expect(labels.contains(String(match.1)) || match.1 == "instance", "label \(match.1) in \(expression)")
+                }
+            }
+            #expect(queried.count >= 20)
+            for name in queried.sorted() {
+                #expect(exported.contains(name), "the dashboard queries \(name), which /metrics does not export")
+            }
+        }
+
         @Test func autoscalerGrowsUnderQueueingAndResizePinsIt() throws {
             let upstream = try Upstream.role("pa_autoscale")
             try Upstream.admin().query("GRANT pg_read_all_data TO pa_autoscale")
