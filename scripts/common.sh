@@ -195,3 +195,60 @@ ensure_python_drivers() {
     fi
     printf '%s\n' "$venv/bin/python"
 }
+
+# start_test_sshd DIR PORT: an OpenSSH server for the ssh:// control-socket tests, without installing the package
+# (which would start a system sshd): openssh-server and libwrap0 are fetched with `apt-get download` and
+# unpacked into DIR, and sshd runs as the postgres OS user (no privilege separation needed) on 127.0.0.1,
+# accepting only a key made here. Prints "PORT USER KEY"; stop it with stop_test_sshd DIR.
+start_test_sshd() {
+    local dir=$1 port
+    port=$(free_port "$2")
+    [ "$(id -u)" -eq 0 ] || die "the sshd for the tests runs as the postgres user: run as root"
+    mkdir -p "$dir/debs"
+    if [ ! -x "$dir/root/usr/sbin/sshd" ]; then
+        (cd "$dir/debs" && apt-get download -q openssh-server libwrap0 >/dev/null 2>&1) ||
+            { as_root apt-get update -qq && (cd "$dir/debs" && apt-get download -q openssh-server libwrap0 >/dev/null); } ||
+            die "cannot download openssh-server and libwrap0"
+        for package in "$dir"/debs/*.deb; do dpkg-deb -x "$package" "$dir/root"; done
+    fi
+    local run
+    run=$(mktemp -d /tmp/poolagent-sshd.XXXXXX)
+    ssh-keygen -q -t ed25519 -N "" -f "$run/host_key"
+    ssh-keygen -q -t ed25519 -N "" -f "$run/client_key"
+    cp "$run/client_key.pub" "$run/authorized_keys"
+    cat >"$run/sshd_config" <<CONFIG
+Port $port
+ListenAddress 127.0.0.1
+HostKey $run/host_key
+PidFile $run/sshd.pid
+AuthorizedKeysFile $run/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowStreamLocalForwarding yes
+X11Forwarding no
+PermitTTY no
+CONFIG
+    chown -R postgres "$run"
+    chown root "$run/client_key"
+    chmod 0755 "$run"
+    runuser -u postgres -- env LD_LIBRARY_PATH="$dir/root/usr/lib/x86_64-linux-gnu:$dir/root/lib/x86_64-linux-gnu" \
+        "$dir/root/usr/sbin/sshd" -f "$run/sshd_config" -E "$run/sshd.log" || die "sshd did not start: $(cat "$run/sshd.log" 2>/dev/null)"
+    echo "$run" >"$dir/run-dir"
+    local waited=0
+    until port_in_use "$port"; do
+        sleep 0.1
+        waited=$(( waited + 1 ))
+        [ "$waited" -lt 50 ] || die "sshd did not listen on $port: $(cat "$run/sshd.log")"
+    done
+    printf '%s %s %s\n' "$port" postgres "$run/client_key"
+}
+
+stop_test_sshd() {
+    local dir=$1 run
+    [ -f "$dir/run-dir" ] || return 0
+    run=$(cat "$dir/run-dir")
+    [ -f "$run/sshd.pid" ] && kill "$(cat "$run/sshd.pid")" 2>/dev/null
+    rm -rf "$run" "$dir/run-dir"
+}

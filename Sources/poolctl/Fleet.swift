@@ -148,10 +148,22 @@ final class SSHTunnel {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        // ssh starts with no signal blocked and default dispositions, whatever poolctl inherited: close() stops it.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let argv = arguments.map { strdup($0) } + [nil]
         defer { for argument in argv { free(argument) } }
-        let spawned = posix_spawnp(&pid, arguments[0], &actions, nil, argv, environ)
+        let spawned = posix_spawnp(&pid, arguments[0], &actions, &attributes, argv, environ)
         guard spawned == 0 else {
             Self.removeDirectory(self.directory)
             throw ClientError("cannot run \(arguments[0]): \(String(cString: strerror(spawned)))")
@@ -173,10 +185,20 @@ final class SSHTunnel {
         }
     }
 
+    /// Stops ssh (SIGTERM, SIGKILL after 2 s) and removes the forwarded socket.
     func close() {
         kill(self.pid, SIGTERM)
         var status: Int32 = 0
-        waitpid(self.pid, &status, 0)
+        var waited = 0
+        while waitpid(self.pid, &status, WNOHANG) == 0 {
+            if waited == 100 {
+                kill(self.pid, SIGKILL)
+                waitpid(self.pid, &status, 0)
+                break
+            }
+            usleep(20_000)
+            waited += 1
+        }
         Self.removeDirectory(self.directory)
     }
 

@@ -103,6 +103,32 @@ extension Integration {
             #expect(subscriber.isRunning)
         }
 
+        @Test func agentsOnOtherHostsAreReachedThroughSSH() throws {
+            guard let port = TestEnvironment.sshPort, let user = TestEnvironment.sshUser, let key = TestEnvironment.sshKey else {
+                if TestEnvironment.isCI { Issue.record("the ssh:// test needs scripts/test's sshd (POOLAGENT_TEST_SSH_PORT)") }
+                return
+            }
+            let upstream = try Upstream.role("pa_fleet_ssh")
+            // sshd runs as `user` and opens the agent's socket as that user: the agent lets that uid in.
+            guard let account = getpwnam(user) else { Issue.record("no user \(user)"); return }
+            let agent = try AgentProcess(pools: "[pools.app]\nupstream = \"\(upstream)\"\nsize = 1", agentExtra: """
+                control_socket_mode = "0666"
+                control_allowed_uids = [0, \(account.pointee.pw_uid)]
+                """)
+            let ssh = "ssh -i \(key) -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR"
+            let address = "ssh://\(user)@127.0.0.1:\(port)\(agent.controlSocket)"
+            let health = try Shell.run("/usr/bin/env", ["POOLCTL_SSH=\(ssh)", TestEnvironment.poolctlBinary, "--socket", address, "--json", "health"])
+            #expect(health.status == 0 && health.output.contains("\"status\":\"ok\""), "\(health.output)")
+            // A rollout over SSH, and a wrong path: the agent is unreachable (3), with ssh's reason.
+            let rollout = try Shell.run("/usr/bin/env", ["POOLCTL_SSH=\(ssh)", TestEnvironment.poolctlBinary, "--socket", address, "rollout", "reconnect", "--settle", "0.2"])
+            #expect(rollout.status == 0 && rollout.output.contains("1 done"), "\(rollout.output)")
+            let wrong = try Shell.run("/usr/bin/env", ["POOLCTL_SSH=\(ssh)", TestEnvironment.poolctlBinary, "--socket", "ssh://\(user)@127.0.0.1:\(port)/nonexistent/agent.sock", "health"])
+            #expect(wrong.status == 3, "\(wrong.output)")
+            // The forwarded socket lived only while poolctl ran: no tunnel directory is left behind.
+            let tunnels = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("poolctl-ssh-") }
+            #expect(tunnels.isEmpty, "\(tunnels)")
+        }
+
         @Test func topShowsPoolTotalsAndAgentRows() throws {
             let (agents, file) = try Self.fleet("pa_fleet_top")
             let client = try PGConnection(agents["eu-1"]!.conninfo(database: "app"))

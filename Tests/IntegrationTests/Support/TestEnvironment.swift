@@ -16,6 +16,11 @@ enum TestEnvironment {
     static let tlsPort = environment["POOLAGENT_TEST_TLS_PGPORT"].flatMap(Int.init)
     static let tlsDirectory = environment["POOLAGENT_TEST_TLS_DIR"]
 
+    /// The OpenSSH server scripts/test starts (as the postgres OS user) for ssh:// control sockets.
+    static let sshPort = environment["POOLAGENT_TEST_SSH_PORT"].flatMap(Int.init)
+    static let sshUser = environment["POOLAGENT_TEST_SSH_USER"]
+    static let sshKey = environment["POOLAGENT_TEST_SSH_KEY"]
+
     /// True when the TLS-only cluster is there; under CI its absence is an error, never a skip.
     static var tlsClusterAvailable: Bool {
         let ready = tlsPort != nil && tlsDirectory != nil
