@@ -233,7 +233,9 @@ CONFIG
     chown -R postgres "$run"
     chown root "$run/client_key"
     chmod 0755 "$run"
-    runuser -u postgres -- env LD_LIBRARY_PATH="$dir/root/usr/lib/x86_64-linux-gnu:$dir/root/lib/x86_64-linux-gnu" \
+    local libraries
+    libraries=$(dirname "$(find "$dir/root" -name 'libwrap.so.0' | head -n 1)")
+    runuser -u postgres -- env LD_LIBRARY_PATH="$libraries" \
         "$dir/root/usr/sbin/sshd" -f "$run/sshd_config" -E "$run/sshd.log" || die "sshd did not start: $(cat "$run/sshd.log" 2>/dev/null)"
     echo "$run" >"$dir/run-dir"
     local waited=0

@@ -186,8 +186,8 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     }
 
     /// A client proved who it is and joins `pool`: nil when the pool's and the user's limits let it.
-    func admit(_ admission: ClientLimits.Admission, to pool: Pool) -> ClientLimits.Refusal? {
-        let refusal = self.limits.admit(admission, poolLimit: pool.settings.maxClients)
+    func admit(_ admission: ClientLimits.Admission, to pool: Pool?) -> ClientLimits.Refusal? {
+        let refusal = self.limits.admit(admission, poolLimit: pool?.settings.maxClients ?? 0)
         if let refusal {
             self.logger.info("client refused", metadata: [LogKey.reason: "\(refusal)"])
         }
@@ -213,8 +213,12 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// The pool a logged-in client of `database` joins: its configured pool, else one made from the template
     /// now. Nil with the error for the client when there is neither, or the template's `max_pools` are made.
     func pool(for database: String) -> (Pool?, ErrorResponse?) {
-        if let pool = self.pools[database] { return (pool, nil) }
-        guard let template = self.configuration.template else {
+        if let pool = self.pools[database] {
+            if self.templatePools[database] != nil { self.templatePools[database] = .now }
+            return (pool, nil)
+        }
+        guard !self.isShuttingDown else { return (nil, .fatal("57P03", "the agent is shutting down")) }
+        guard let template = self.configuration.template, self.configuration.pools[database] == nil else {
             return (nil, .fatal("3D000", "database \"\(database)\" does not exist", detail: "poolagent has no pool configured for it"))
         }
         guard self.templatePools.count < template.maxPools else {

@@ -136,6 +136,8 @@ extension PoolAgentCommand {
             if let output = self.output {
                 let descriptor = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
                 guard descriptor >= 0 else { PoolAgentCommand.fail("poolagent import-pgbouncer: cannot write \(output): \(String(cString: strerror(errno)))") }
+                // It may hold upstream passwords: never wider than 0640, whatever the file had.
+                fchmod(descriptor, 0o640)
                 let bytes = Array(converted.toml.utf8)
                 let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
                 close(descriptor)

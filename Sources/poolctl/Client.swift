@@ -88,10 +88,16 @@ func spawnThread(_ body: @escaping () -> Void) -> pthread_t {
         init(_ body: @escaping () -> Void) { self.body = body }
     }
     var thread = pthread_t()
-    pthread_create(&thread, nil, { argument in
+    let job = Unmanaged.passRetained(Job(body))
+    let created = pthread_create(&thread, nil, { argument in
         Unmanaged<Job>.fromOpaque(argument!).takeRetainedValue().body()
         return nil
-    }, Unmanaged.passRetained(Job(body)).toOpaque())
+    }, job.toOpaque())
+    guard created == 0 else {
+        printError("poolctl: cannot start a thread: \(String(cString: strerror(created)))")
+        job.release()
+        Glibc.exit(1)
+    }
     return thread
 }
 

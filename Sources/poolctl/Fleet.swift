@@ -122,7 +122,8 @@ final class SSHTunnel {
             authority = authority[..<colon]
         }
         let host = String(authority).trimmingCharacters(in: "[]")
-        guard !host.isEmpty, path.count > 1 else { return nil }
+        // Never an option to ssh.
+        guard !host.isEmpty, !host.hasPrefix("-"), !(user?.hasPrefix("-") ?? false), path.count > 1 else { return nil }
         return Address(user: user, host: host, port: port, path: path)
     }
 
@@ -140,7 +141,7 @@ final class SSHTunnel {
         ]
         if let port = address.port { arguments += ["-p", String(port)] }
         if let user = address.user { arguments += ["-l", user] }
-        arguments.append(address.host)
+        arguments += ["--", address.host]
         let errors = self.directory + "/ssh.err"
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

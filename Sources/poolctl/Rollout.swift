@@ -97,11 +97,14 @@ extension PoolCtl {
 
         /// The change on one agent, then its gate; nil when both passed.
         func change(_ target: AgentTarget, params: JSONValue?, timeout: Int) -> Failure? {
-            let steps: [(String, JSONValue?)] = self.method == "drain"
-                ? [("drain", params), ("resume", params?["pool"].map { ["pool": $0] })]
-                : [(self.method, params)]
-            for (method, stepParams) in steps {
-                if let failure = Self.call(target, method, stepParams, timeout: timeout).failure { return failure }
+            if self.method == "drain" {
+                // The drain's answer waits for its deadline; whatever its outcome, the pools are resumed.
+                let deadline = Render.number(params?["deadline_s"]).map { Int($0.rounded(.up)) + 5 } ?? 0
+                let drained = Self.call(target, "drain", params, timeout: max(timeout, deadline)).failure
+                let resumed = Self.call(target, "resume", params?["pool"].map { ["pool": $0] }, timeout: timeout).failure
+                if let failure = drained ?? resumed { return failure }
+            } else if let failure = Self.call(target, self.method, params, timeout: timeout).failure {
+                return failure
             }
             return self.gate(target, timeout: timeout)
         }
@@ -115,7 +118,14 @@ extension PoolCtl {
                 let now = monotonicSeconds()
                 let health = Self.call(target, "health", nil, timeout: timeout)
                 let stats = Self.call(target, "stats", nil, timeout: timeout)
-                if let failure = health.failure ?? stats.failure, failure.code == 3 { return failure }
+                // An agent briefly unreachable (a restart, an SSH hiccup) may still pass within the gate's time.
+                if let failure = health.failure ?? stats.failure, failure.code == 3 {
+                    healthySince = nil
+                    last = failure.reason
+                    if now >= deadline { return failure }
+                    usleep(250_000)
+                    continue
+                }
                 let status = health.result?["status"]?.stringValue ?? "unknown"
                 let waiting = (stats.result?["pools"]?.arrayValue ?? []).reduce(0) { $0 + Int($1["clients"]?["waiting"]?.integerValue ?? 0) }
                 if status == "ok" && waiting == 0 {

@@ -93,6 +93,46 @@ extension Integration {
             }
         }
 
+        @Test func aConsoleThatLeavesDuringAPauseOrFloodsWithoutReadingCostsNothing() throws {
+            let upstream = try Upstream.role("pa_admin_hostile")
+            let agent = try AgentProcess(pools: """
+                [pools.postgres]
+                upstream = "\(upstream)"
+                mode = "session"
+                size = 1
+                """, agentExtra: "admin_users = [\"postgres\"]")
+            // A session holds the only server: PAUSE waits for it. The console's client leaves meanwhile.
+            let holder = try PGConnection(agent.conninfo())
+            #expect(try holder.value("SELECT 1") == "1")
+            let leaving = try RawConnection(port: agent.port)
+            try leaving.login(database: "pgbouncer")
+            leaving.send(RawConnection.query("PAUSE postgres;") + RawConnection.query("SHOW POOLS;"))
+            usleep(200_000)
+            shutdown(leaving.fd, Int32(SHUT_RDWR))
+            usleep(100_000)
+            holder.close()
+            // The drain ends with the console gone; the agent goes on.
+            #expect(try eventually {
+                try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "resume"]).status == 0
+                    && (try? PGConnection(agent.conninfo()).value("SELECT 2")) == "2"
+            }, "\(agent.log)")
+
+            // 3 million queries sent at once (51 MB, answers of about 2 GB) and none read: the agent stops reading
+            // and answering, its memory stays put.
+            let before = ProtocolFidelity.rss(of: agent.process.processIdentifier)
+            let flooding = try RawConnection(port: agent.port)
+            try flooding.login(database: "pgbouncer")
+            let flood = Array(repeating: RawConnection.query("SHOW CONFIG"), count: 3_000_000).flatMap { $0 }
+            let fd = flooding.fd
+            let sender = Thread { _ = flood.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+            sender.start()
+            usleep(1_500_000)
+            let after = ProtocolFidelity.rss(of: agent.process.processIdentifier)
+            #expect(after - before < 16 << 20, "RSS \(before >> 20) → \(after >> 20) MiB")
+            #expect(try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "health"]).status == 0)
+            shutdown(flooding.fd, Int32(SHUT_RDWR))
+        }
+
         @Test func debiansPrometheusPgbouncerExporterScrapesIt() throws {
             let exporter = "/usr/bin/prometheus-pgbouncer-exporter"
             guard FileManager.default.isExecutableFile(atPath: exporter) else {

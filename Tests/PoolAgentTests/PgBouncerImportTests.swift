@@ -86,7 +86,9 @@ import Testing
         let configuration = try ConfigLoader.parse(converted.toml, file: "converted.toml")
         #expect(configuration.template?.unusedTimeout == .seconds(600))
         #expect(configuration.auth.tcp == .reject && configuration.auth.unix == .reject)
-        #expect(configuration.auth.rules.map(\.method) == [.peer, .scramSHA256, .reject])
+        // The sameuser line cannot be said as a rule: it rejects its connection type rather than let later lines widen.
+        #expect(configuration.auth.rules.map(\.method) == [.peer, .scramSHA256, .reject, .reject])
+        #expect(configuration.auth.rules[3].connection == "host" && configuration.auth.rules[3].databases == nil)
         #expect(configuration.auth.rules[1].databases == ["app", "reports"] && configuration.auth.rules[1].users == ["alice"])
         #expect(converted.dropped.contains { $0.reason.contains("method cert") })
         #expect(converted.dropped.contains { $0.reason.contains("sameuser") })

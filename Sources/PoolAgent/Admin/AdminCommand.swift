@@ -54,7 +54,7 @@ enum AdminCommand: Equatable {
     /// At most two words, or nil when the text is anything else.
     private static func words(_ text: String) -> [String]? {
         var rest = Substring(text)
-        func skipSpace() { rest = rest.drop { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" } }
+        func skipSpace() { rest = rest.drop(while: \.isWhitespace) }
         var words: [String] = []
         skipSpace()
         while let first = rest.first, first != ";" {
@@ -71,7 +71,7 @@ enum AdminCommand: Equatable {
                 rest = rest.dropFirst(word.count)
             }
             guard let next = rest.first, next != ";" else { break }
-            guard next == " " || next == "\t" || next == "\n" || next == "\r" else { return nil }
+            guard next.isWhitespace else { return nil }
             skipSpace()
         }
         if rest.first == ";" {

@@ -28,11 +28,14 @@ final class AdminConsole {
 
     enum Access: Equatable { case admin, stats }
 
+    /// Valid until `close()`; a command finishing later checks `closed` first and never touches it after.
     private unowned(unsafe) let session: ClientSession
     private let access: Access
     private var input: ByteBuffer
-    /// A control command is running; input waits.
+    /// A control command is running; input waits (and the socket is not read).
     private var busy = false
+    /// The session has ended.
+    private var closed = false
 
     init(session: ClientSession, access: Access) {
         self.session = session
@@ -48,8 +51,28 @@ final class AdminConsole {
         self.process()
     }
 
+    /// The session ended: nothing more is read, written or run.
+    func close() {
+        self.closed = true
+    }
+
+    /// The client reads its answers again.
+    func writable() {
+        self.process()
+    }
+
+    /// Answers whole queries while the client reads its answers. The socket is read only while nothing waits:
+    /// a client that sends faster than it reads, or during a PAUSE, is held by TCP, not by the agent's memory.
     private func process() {
-        while !self.busy, self.session.state == .admin {
+        guard !self.closed else { return }
+        defer {
+            if !self.closed && self.session.state == .admin {
+                self.input.discardReadBytes()
+                let idle = !self.busy && self.session.transport.isWritable && self.input.readableBytes <= Self.maximumMessage
+                self.session.setAdminReading(idle)
+            }
+        }
+        while !self.busy, !self.closed, self.session.state == .admin, self.session.transport.isWritable {
             guard self.input.readableBytes >= 5,
                 let type: UInt8 = self.input.getInteger(at: self.input.readerIndex),
                 let length: Int32 = self.input.getInteger(at: self.input.readerIndex + 1)
@@ -61,7 +84,6 @@ final class AdminConsole {
             guard self.input.readableBytes >= 1 + Int(length) else { break }
             self.input.moveReaderIndex(forwardBy: 5)
             var body = self.input.readSlice(length: Int(length) - 4)!
-            self.input.discardReadBytes()
             switch type {
             case FrontendMessageID.query:
                 let text = body.readNullTerminatedString() ?? ""
@@ -113,9 +135,10 @@ final class AdminConsole {
             return self.finish(.failure(.init("the control plane is not running")))
         }
         self.busy = true
+        let loop = self.runtime.eventLoop
         service.perform(method, params: params).whenComplete { [self] result in
             self.busy = false
-            guard self.session.state == .admin else { return }
+            guard !self.closed, self.session.state == .admin else { return }
             switch result {
             case .success: self.finish(.success(Result(tag: tag)))
             case .failure(let error as RPCError):
@@ -128,7 +151,8 @@ final class AdminConsole {
                 self.finish(.failure(.init(message)))
             case .failure(let error): self.finish(.failure(.init("\(error)")))
             }
-            self.process()
+            // Later, not from inside this completion: commands that complete at once must not nest.
+            loop.executeSoon { self.process() }
         }
     }
 

@@ -81,9 +81,7 @@ extension ClientSession {
         // A database no pool is configured for is served by the template, whose pool is made after the login.
         let name: String
         if startup.database == AdminConsole.database && self.runtime.adminConsoleEnabled {
-            guard self.runtime.adminAccess(of: startup.user) != nil else {
-                return .refuse(.fatal("28000", "not allowed: user \"\(startup.user)\" is in neither admin_users nor stats_users"))
-            }
+            // Whether the user may use the console is told after authentication, not to anyone who asks.
             name = AdminConsole.database
         } else if let settings = self.runtime.configuration.poolSettings(for: startup.database) {
             name = settings.name
@@ -122,8 +120,11 @@ extension ClientSession {
     /// challenge is made of.
     private func lookUpSecret(_ startup: LoginMachine.Startup, method: AuthMethod) {
         let auth = self.runtime.authenticator
-        // A pool made from the template looks passwords up with the template's auth_query.
-        let lookupPool = self.runtime.configuration.pools[startup.database] != nil ? startup.database : PoolTemplate.name
+        // A pool made from the template looks passwords up with the template's auth_query; the admin console
+        // only in the auth file.
+        let configured = self.runtime.configuration.pools[startup.database] != nil
+        let console = startup.database == AdminConsole.database && self.runtime.adminConsoleEnabled
+        let lookupPool = configured || console ? startup.database : PoolTemplate.name
         auth.secret(for: startup.user, pool: lookupPool, stillWanted: { [weak self] in self?.login.isAuthenticating == true })
             .whenComplete { [self] result in
                 guard self.state == .startup, self.login.isAuthenticating else { return }
@@ -162,10 +163,18 @@ extension ClientSession {
     private func adminLogin(pending: ByteBuffer?) {
         self.loginTimer?.cancel()
         self.loginTimer = nil
-        guard let access = self.runtime.adminAccess(of: self.startup?.user ?? "") else {
-            self.fatal(.fatal("28000", "not allowed"))
+        let user = self.startup?.user ?? ""
+        guard let access = self.runtime.adminAccess(of: user) else {
+            self.fatal(.fatal("28000", "not allowed: user \"\(user)\" is in neither admin_users nor stats_users"))
             return
         }
+        // Counted as a logged-in client of the user (max_user_connections), no longer as logging in.
+        let admission = ClientLimits.Admission(pool: AdminConsole.database, user: user)
+        if let refusal = self.runtime.admit(admission, to: nil) {
+            self.fatal(refusal.error)
+            return
+        }
+        self.admission = admission
         self.cancelKey = self.runtime.registerCancelKey(for: self)
         let console = AdminConsole(session: self, access: access)
         self.adminConsole = console

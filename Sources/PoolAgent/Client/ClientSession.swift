@@ -152,6 +152,12 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
     func transportWritable() {
         self.server?.setReading(true)
+        if self.state == .admin { self.adminConsole?.writable() }
+    }
+
+    /// The admin console reads the socket only while it has nothing waiting.
+    func setAdminReading(_ on: Bool) {
+        self.setReading(on)
     }
 
     func transportClosed(error: String?) {
@@ -511,6 +517,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             self.server = nil
             server?.clientLeft(clean: previous == .syncing || clean)
         case .admin:
+            self.adminConsole?.close()
             self.adminConsole = nil
         case .startup, .closed:
             break

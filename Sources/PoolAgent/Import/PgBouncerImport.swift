@@ -88,7 +88,8 @@ public struct PgBouncerImport {
 
     /// A duration in the agent's words: `1h`, `10m`, `30s`, else milliseconds.
     static func duration(_ seconds: Double) -> String {
-        let milliseconds = Int((seconds * 1000).rounded())
+        // At least 1 ms, at most about 100 years: the range the agent reads.
+        let milliseconds = Int(min(max((seconds * 1000).rounded(.up), 1), 3_153_600_000_000))
         if milliseconds % 3_600_000 == 0 { return "\(milliseconds / 3_600_000)h" }
         if milliseconds % 60_000 == 0 { return "\(milliseconds / 60_000)m" }
         if milliseconds % 1000 == 0 { return "\(milliseconds / 1000)s" }
@@ -295,8 +296,8 @@ public struct PgBouncerImport {
         let minimum = try self.integer("min_pool_size", default: 0)
         var reserve = try self.integer("reserve_pool_size", default: 0)
         if reserve > 0, try self.seconds("reserve_pool_timeout", default: 5) == 0 {
-            reserve = 0
             self.drop("reserve_pool_size = \(reserve)", self.setting("reserve_pool_timeout")?.location, "reserve_pool_timeout = 0: PgBouncer never used the reserve pool")
+            reserve = 0
         } else if reserve > 0 {
             self.drop("reserve_pool_timeout", self.setting("reserve_pool_timeout")?.location, "the agent opens max_overflow servers as soon as clients queue")
         }
@@ -465,7 +466,11 @@ public struct PgBouncerImport {
             var lookup = conninfo.filter { !["user", "password", "dbname"].contains($0.0) }
             lookup.append(("dbname", options["auth_dbname"] ?? (template ? "postgres" : options["dbname"] ?? name)))
             lookup.append(("user", authUser))
-            if case .plaintext(let password)? = self.users?.secrets[authUser] { lookup.append(("password", password)) }
+            switch self.users?.secrets[authUser] {
+            case .plaintext(let password)?: lookup.append(("password", password))
+            case .some: self.drop("\(label) password of auth_user \(authUser)", entry.location, "the auth file holds a hash; libpq needs the password itself: add it to auth_upstream or a .pgpass entry")
+            case nil: break
+            }
             if template && options["auth_dbname"] == nil {
                 self.drop("\(label) auth_user lookups", entry.location, "PgBouncer ran them in each requested database; the template runs them in postgres")
             }
@@ -500,7 +505,7 @@ public struct PgBouncerImport {
             throw IniError(location: setting.location, reason: "auth_hba_file \(path): \(error)")
         }
         var rules: [[String]] = []
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let location = IniLocation(file: path, line: index + 1)
             let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
@@ -514,13 +519,19 @@ public struct PgBouncerImport {
             if connection != "host" { rule.append("connection = \(Self.tomlString(connection))") }
             let databases = fields[1].split(separator: ",").map(String.init)
             if databases.contains(where: { $0 == "sameuser" || $0 == "replication" || $0.hasPrefix("@") }) {
-                self.drop("hba \(fields.joined(separator: " "))", location, "sameuser, replication and @file databases are not converted; the line is left out")
+                if databases == ["replication"] {
+                    self.drop("hba \(fields.joined(separator: " "))", location, "the agent refuses replication connections; the line is left out")
+                    continue
+                }
+                self.drop("hba \(fields.joined(separator: " "))", location, "sameuser, replication and @file databases are not converted; the line becomes a reject of its connection type")
+                rules.append([rule.first ?? "connection = \"host\"", "method = \"reject\""].filter { $0.hasPrefix("connection") || $0.hasPrefix("method") })
                 continue
             }
             if databases != ["all"] { rule.append("database = [\(databases.map(Self.tomlString).joined(separator: ", "))]") }
             let users = fields[2].split(separator: ",").map(String.init)
             if users.contains(where: { $0.hasPrefix("@") || $0.hasPrefix("+") }) {
-                self.drop("hba \(fields.joined(separator: " "))", location, "@file and +group users are not converted; the line is left out")
+                self.drop("hba \(fields.joined(separator: " "))", location, "@file and +group users are not converted; the line becomes a reject of its databases")
+                rules.append(rule + ["method = \"reject\""])
                 continue
             }
             if users != ["all"] { rule.append("user = [\(users.map(Self.tomlString).joined(separator: ", "))]") }

@@ -52,7 +52,7 @@ public struct PgBouncerIni: Sendable {
         } catch {
             throw IniError(location: nil, reason: "cannot read \(path): \(error)")
         }
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let location = IniLocation(file: path, line: index + 1)
             let line = rawLine.drop { $0 == " " || $0 == "\t" }.trimmingTrailing()
             if line.isEmpty || line.hasPrefix(";") || line.hasPrefix("#") { continue }
@@ -147,11 +147,12 @@ public struct PgBouncerIni: Sendable {
             rest = rest.drop { $0 == " " }
             guard !rest.isEmpty else { return pairs }
             let key = rest.prefix { $0 != "=" && $0 != " " }
-            rest = rest.dropFirst(key.count)
+            rest = rest.dropFirst(key.count).drop { $0 == " " }
             guard !key.isEmpty, rest.first == "=" else {
                 throw IniError(location: location, reason: "expected key=value in \"\(text)\"")
             }
-            rest = rest.dropFirst()
+            // PgBouncer allows spaces around the '='.
+            rest = rest.dropFirst().drop { $0 == " " }
             var value = ""
             if rest.first == "'" {
                 rest = rest.dropFirst()
