@@ -63,6 +63,11 @@ public enum DescriptorLimit {
         for pool in configuration.pools.values {
             servers += max(pool.size, pool.autoscale?.maximum ?? 0) + pool.maxOverflow + 1
         }
+        // The template's pools, as many as it may make.
+        if let template = configuration.template {
+            let pool = template.settings
+            servers += template.maxPools * (max(pool.size, pool.autoscale?.maximum ?? 0) + pool.maxOverflow + 1)
+        }
         return servers
     }
 
