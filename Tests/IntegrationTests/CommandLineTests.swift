@@ -131,31 +131,12 @@ extension Integration {
                 upstream = "\(upstream)"
                 size = 3
                 """)
-            let subscriber = Process()
-            subscriber.executableURL = URL(fileURLWithPath: TestEnvironment.poolctlBinary)
-            subscriber.arguments = ["--socket", agent.controlSocket, "subscribe", "--events", "resize", "--json"]
-            let pipe = Pipe()
-            subscriber.standardOutput = pipe
-            try subscriber.run()
-            defer {
-                // SIGKILL: the test runner's threads block SIGTERM, and the child inherits that mask.
-                kill(subscriber.processIdentifier, SIGKILL)
-                subscriber.waitUntilExit()
-            }
-            let received = LockedBox("")
-            let reader = pipe.fileHandleForReading
-            Thread {
-                while true {
-                    let data = reader.availableData
-                    if data.isEmpty { return }
-                    received.mutate { $0 += String(decoding: data, as: UTF8.self) }
-                }
-            }.start()
+            let subscriber = try PipedCommand(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "subscribe", "--events", "resize", "--json"])
             usleep(300_000)
             let resized = try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agent.controlSocket, "resize", "--pool", "postgres", "--size", "5"])
             #expect(resized.status == 0, "\(resized.output)")
             // poolctl is still running: the line reached the pipe because it was flushed, not because poolctl exited.
-            #expect(eventually { received.value.contains("\"resize\"") }, "no event in the pipe: \(received.value)")
+            #expect(eventually { subscriber.output.contains("\"resize\"") }, "no event in the pipe: \(subscriber.output)")
             #expect(subscriber.isRunning)
         }
 

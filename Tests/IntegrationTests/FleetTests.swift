@@ -72,34 +72,15 @@ extension Integration {
         @Test func subscribeMergesEveryAgentsEventsLineByLine() throws {
             let (agents, file) = try Self.fleet("pa_fleet_subscribe")
             defer { withExtendedLifetime(agents) {} }
-            let subscriber = Process()
-            subscriber.executableURL = URL(fileURLWithPath: TestEnvironment.poolctlBinary)
-            subscriber.arguments = ["--fleet", file, "--json", "subscribe", "--events", "reconnect"]
-            let pipe = Pipe()
-            subscriber.standardOutput = pipe
-            try subscriber.run()
-            defer {
-                // SIGKILL: the test runner's threads block SIGTERM, and the child inherits that mask.
-                kill(subscriber.processIdentifier, SIGKILL)
-                subscriber.waitUntilExit()
-            }
-            let received = LockedBox("")
-            let reader = pipe.fileHandleForReading
-            Thread {
-                while true {
-                    let data = reader.availableData
-                    if data.isEmpty { return }
-                    received.mutate { $0 += String(decoding: data, as: UTF8.self) }
-                }
-            }.start()
+            let subscriber = try PipedCommand(TestEnvironment.poolctlBinary, ["--fleet", file, "--json", "subscribe", "--events", "reconnect"])
             usleep(400_000)
             for name in ["eu-1", "us-1"] {
                 #expect(try Shell.run(TestEnvironment.poolctlBinary, ["--socket", agents[name]!.controlSocket, "reconnect"]).status == 0)
             }
             #expect(eventually {
-                Set(Self.lines(received.value).compactMap { $0["agent"] as? String }) == ["eu-1", "us-1"]
-            }, "\(received.value)")
-            #expect(Self.lines(received.value).allSatisfy { $0["type"] as? String == "reconnect" })
+                Set(Self.lines(subscriber.output).compactMap { $0["agent"] as? String }) == ["eu-1", "us-1"]
+            }, "\(subscriber.output)")
+            #expect(Self.lines(subscriber.output).allSatisfy { $0["type"] as? String == "reconnect" })
             #expect(subscriber.isRunning)
         }
 

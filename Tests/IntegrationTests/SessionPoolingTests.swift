@@ -185,6 +185,38 @@ extension Integration {
     }
 }
 
+/// A command left running with its stdout read into `output` as it arrives (through a pipe, as a script would).
+final class PipedCommand: @unchecked Sendable {  // `output` is locked; the process is driven by one test.
+    let process = Process()
+    private let received = LockedBox("")
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        self.process.executableURL = URL(fileURLWithPath: executable)
+        self.process.arguments = arguments
+        let pipe = Pipe()
+        self.process.standardOutput = pipe
+        try self.process.run()
+        let reader = pipe.fileHandleForReading
+        let received = self.received
+        Thread {
+            while true {
+                let data = reader.availableData
+                if data.isEmpty { return }
+                received.mutate { $0 += String(decoding: data, as: UTF8.self) }
+            }
+        }.start()
+    }
+
+    deinit {
+        // SIGKILL: the test runner's threads block SIGTERM, and the child inherits that mask.
+        kill(self.process.processIdentifier, SIGKILL)
+        self.process.waitUntilExit()
+    }
+
+    var output: String { self.received.value }
+    var isRunning: Bool { self.process.isRunning }
+}
+
 enum Shell {
     static func run(_ executable: String, _ arguments: [String], stdin: String? = nil) throws -> (status: Int32, output: String) {
         let process = Process()

@@ -31,5 +31,6 @@ let package = Package(
         ]),
         .executableTarget(name: "FuzzRPCLine", dependencies: ["FuzzSupport", .product(name: "ControlRPC", package: poolagent)]),
         .executableTarget(name: "FuzzAuthFile", dependencies: ["FuzzSupport", .product(name: "PoolAgent", package: poolagent)]),
+        .executableTarget(name: "FuzzAdminCommand", dependencies: ["FuzzSupport", .product(name: "PoolAgent", package: poolagent)]),
     ]
 )
