@@ -103,6 +103,15 @@ final class SSHTunnel {
         var path: String
     }
 
+    /// Live tunnels, stopped if poolctl is told to stop (SIGINT, SIGTERM, SIGHUP) while they run.
+    private static let live = LiveTunnels()
+
+    /// Called before poolctl exits: when a signal is stopping the tunnels, its thread sets the exit status, and
+    /// this waits for it rather than exit with what the stopped tunnels made of the command.
+    static func waitIfStopping() {
+        if Self.live.isStopping { while true { pause() } }
+    }
+
     /// `ssh://[user@]host[:port]/absolute/path`.
     static func parse(_ address: String) -> Address? {
         guard address.hasPrefix("ssh://") else { return nil }
@@ -170,11 +179,13 @@ final class SSHTunnel {
             throw ClientError("cannot run \(arguments[0]): \(String(cString: strerror(spawned)))")
         }
         self.pid = pid
+        Self.live.add(self)
         let deadline = time(nil) + max(5, timeout)
         while access(self.localSocket, F_OK) != 0 {
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 let message = (try? readText(errors))?.split(separator: "\n").last.map(String.init) ?? "ssh exited"
+                Self.live.remove(self)
                 Self.removeDirectory(self.directory)
                 throw ClientError("ssh to \(address.host): \(message)")
             }
@@ -188,6 +199,7 @@ final class SSHTunnel {
 
     /// Stops ssh (SIGTERM, SIGKILL after 2 s) and removes the forwarded socket.
     func close() {
+        Self.live.remove(self)
         kill(self.pid, SIGTERM)
         var status: Int32 = 0
         var waited = 0
@@ -207,6 +219,58 @@ final class SSHTunnel {
         unlink(path + "/agent.sock")
         unlink(path + "/ssh.err")
         rmdir(path)
+    }
+}
+
+/// The tunnels open now; a thread waiting for SIGINT, SIGTERM or SIGHUP stops them all before poolctl exits, so
+/// no ssh process or forwarded socket outlives it.
+private final class LiveTunnels: @unchecked Sendable {  // Every access under the lock.
+    private var lock = pthread_mutex_t()
+    private var tunnels: [ObjectIdentifier: SSHTunnel] = [:]
+    private var watching = false
+    private var stopping = false
+
+    var isStopping: Bool {
+        pthread_mutex_lock(&self.lock)
+        defer { pthread_mutex_unlock(&self.lock) }
+        return self.stopping
+    }
+
+    init() { pthread_mutex_init(&self.lock, nil) }
+
+    func add(_ tunnel: SSHTunnel) {
+        pthread_mutex_lock(&self.lock)
+        self.tunnels[ObjectIdentifier(tunnel)] = tunnel
+        let start = !self.watching
+        self.watching = true
+        pthread_mutex_unlock(&self.lock)
+        if start { self.watchSignals() }
+    }
+
+    func remove(_ tunnel: SSHTunnel) {
+        pthread_mutex_lock(&self.lock)
+        self.tunnels.removeValue(forKey: ObjectIdentifier(tunnel))
+        pthread_mutex_unlock(&self.lock)
+    }
+
+    /// Blocks the signals in every thread (those made later inherit it; ssh is spawned with none blocked) and
+    /// waits for them on one thread.
+    private func watchSignals() {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        _ = spawnThread {
+            var received: Int32 = 0
+            sigwait(&signals, &received)
+            pthread_mutex_lock(&self.lock)
+            let open = Array(self.tunnels.values)
+            self.tunnels = [:]
+            self.stopping = true
+            pthread_mutex_unlock(&self.lock)
+            for tunnel in open { tunnel.close() }
+            Glibc.exit(128 + received)
+        }
     }
 }
 

@@ -166,6 +166,13 @@ private final class LockedOutcomes: @unchecked Sendable {  // Each thread writes
     var values: [PoolCtl.Rollout.Failure?] { self.storage }
 }
 
+/// Sleeps for any number of seconds (usleep takes at most about 71 minutes).
+func sleepSeconds(_ seconds: Double) {
+    var interval = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
+    var remaining = timespec()
+    while nanosleep(&interval, &remaining) != 0 && errno == EINTR { interval = remaining }
+}
+
 func monotonicSeconds() -> Double {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)

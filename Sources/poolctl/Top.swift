@@ -45,6 +45,7 @@ extension PoolCtl {
             let live = !options.json && isatty(1) == 1
             var previous: [String: (transactions: Int64, at: Double)] = [:]
             var shown = 0
+            var lastUnreachable = false
             while self.count == 0 || shown < self.count {
                 let now = monotonicSeconds()
                 let answers = ControlClient.callAll(targets.map(\.address), method: "stats", params: nil, timeout: options.timeout)
@@ -73,9 +74,12 @@ extension PoolCtl {
                     }
                 }
                 self.show(pools, unreachable: unreachable, live: live, json: options.json)
+                lastUnreachable = !unreachable.isEmpty
                 shown += 1
-                if self.count == 0 || shown < self.count { usleep(useconds_t(self.interval * 1_000_000)) }
+                if self.count == 0 || shown < self.count { sleepSeconds(self.interval) }
             }
+            // As every subcommand: 3 when an agent could not be reached (at the last refresh).
+            if lastUnreachable { throw ExitCode(3) }
         }
 
         func show(_ pools: [String: [(agent: String, row: Row)]], unreachable: [String], live: Bool, json: Bool) {

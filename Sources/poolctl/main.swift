@@ -384,7 +384,7 @@ extension PoolCtl {
                 }
                 flushOutput()
                 shown += 1
-                if self.count == 0 || shown < self.count { usleep(useconds_t(self.interval * 1_000_000)) }
+                if self.count == 0 || shown < self.count { sleepSeconds(self.interval) }
             }
         }
     }
@@ -394,7 +394,9 @@ extension PoolCtl {
 do {
     var command = try PoolCtl.parseAsRoot()
     try command.run()
+    SSHTunnel.waitIfStopping()
 } catch let exit as ExitCode {
+    SSHTunnel.waitIfStopping()
     Glibc.exit(exit.rawValue)
 } catch {
     if PoolCtl.exitCode(for: error).rawValue == EX_USAGE {

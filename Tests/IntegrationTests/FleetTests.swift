@@ -105,6 +105,12 @@ extension Integration {
             #expect(rollout.status == 0 && rollout.output.contains("1 done"), "\(rollout.output)")
             let wrong = try Shell.run("/usr/bin/env", ["POOLCTL_SSH=\(ssh)", TestEnvironment.poolctlBinary, "--socket", "ssh://\(user)@127.0.0.1:\(port)/nonexistent/agent.sock", "health"])
             #expect(wrong.status == 3, "\(wrong.output)")
+            // A stream over SSH, and poolctl told to stop: ssh and the forwarded socket go with it.
+            let watcher = try PipedCommand("/usr/bin/env", ["POOLCTL_SSH=\(ssh)", TestEnvironment.poolctlBinary, "--socket", address, "subscribe"])
+            #expect(eventually { (try? FileManager.default.contentsOfDirectory(atPath: "/tmp").contains { $0.hasPrefix("poolctl-ssh-") }) == true })
+            kill(watcher.process.processIdentifier, SIGTERM)
+            #expect(eventually { !watcher.isRunning })
+            #expect(watcher.process.terminationStatus == 128 + SIGTERM)
             // The forwarded socket lived only while poolctl ran: no tunnel directory is left behind.
             let tunnels = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("poolctl-ssh-") }
             #expect(tunnels.isEmpty, "\(tunnels)")
