@@ -50,7 +50,7 @@ import Testing
                 [databases]
                 app = host=/tmp user=app
                 """,
-            "more.ini": "[pgbouncer]\nlisten_port = 7000\n",
+            "more.ini": "[pgbouncer] ; the listener\r\nlisten_port = 7000\r\n",
         ])
         // The second [pgbouncer] header forgot default_pool_size = 7: PgBouncer's 20 applies.
         #expect(converted.toml.contains("size = 20"))
@@ -100,6 +100,8 @@ import Testing
             ($0 as? IniError)?.description.hasSuffix("pgbouncer.ini:2: listen_port: expected an integer, found \"many\"") == true
         }
         #expect { try self.convert(["pgbouncer.ini": "[mystery]\n"]) } throws: { "\($0)".contains("unknown section [mystery]") }
+        #expect { try self.convert(["pgbouncer.ini": "[pgbouncer] x\n"]) } throws: { "\($0)".contains("section header") }
+        #expect { try self.convert(["pgbouncer.ini": "[users]\nalice = pool_mode\n"]) } throws: { "\($0)".contains("pgbouncer.ini:2") }
         #expect { try self.convert(["pgbouncer.ini": "[databases]\napp = host\n"]) } throws: { "\($0)".contains("pgbouncer.ini:2") }
         #expect { try self.convert(["pgbouncer.ini": "[pgbouncer]\n%include missing.ini\n"]) } throws: { "\($0)".contains("cannot read") }
     }

@@ -355,7 +355,7 @@ public struct PgBouncerImport {
             }
         }
         for entry in self.ini.users {
-            let pairs = (try? PgBouncerIni.connectionString(entry.value, location: entry.location)) ?? []
+            let pairs = try PgBouncerIni.connectionString(entry.value, location: entry.location)
             for (key, value) in pairs {
                 let reason = key == "pool_mode" ? "the mode is per pool in the agent" : "the agent has no per-user settings; they are per pool or per agent"
                 self.drop("[users] \(entry.key) \(key)=\(value)", entry.location, reason)

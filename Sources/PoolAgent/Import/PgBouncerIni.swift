@@ -70,8 +70,11 @@ public struct PgBouncerIni: Sendable {
                 continue
             }
             if line.hasPrefix("[") {
-                guard line.hasSuffix("]") else { throw IniError(location: location, reason: "expected a section header such as [databases]") }
-                let name = String(line.dropFirst().dropLast())
+                // A comment may follow the header, as PgBouncer allows.
+                guard let close = line.firstIndex(of: "]"),
+                    line[line.index(after: close)...].drop(while: { $0 == " " || $0 == "\t" }).first.map({ $0 == ";" || $0 == "#" }) ?? true
+                else { throw IniError(location: location, reason: "expected a section header such as [databases]") }
+                let name = String(line[line.index(after: line.startIndex)..<close])
                 guard ["pgbouncer", "databases", "users", "peers"].contains(name) else {
                     throw IniError(location: location, reason: "unknown section [\(name)]; PgBouncer knows [pgbouncer], [databases], [users] and [peers]")
                 }
