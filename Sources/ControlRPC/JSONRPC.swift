@@ -30,6 +30,13 @@ public struct RPCError: Error, Equatable, Sendable, CustomStringConvertible {
         RPCError(code: invalidParamsCode, message: "Invalid params", data: ["reason": .string(detail)])
     }
 
+    /// What the data says was wrong, for people: its `errors`, then its `reason`.
+    public var details: [String] {
+        var details = self.data?["errors"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        if let reason = self.data?["reason"]?.stringValue { details.append(reason) }
+        return details
+    }
+
     public var description: String {
         if let reason = self.data?["reason"]?.stringValue { return "\(self.message) (\(self.code)): \(reason)" }
         return "\(self.message) (\(self.code))"

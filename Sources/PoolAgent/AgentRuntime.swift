@@ -199,7 +199,11 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
     /// The control plane, for the admin console's commands; set by the agent.
     weak var control: ControlService?
 
-    var adminConsoleEnabled: Bool { !self.configuration.adminUsers.isEmpty || !self.configuration.statsUsers.isEmpty }
+    /// Whether a client asking for `database` gets the admin console: the database `pgbouncer`, when
+    /// `admin_users` or `stats_users` is set.
+    func isAdminConsole(_ database: String) -> Bool {
+        database == AdminConsole.database && (!self.configuration.adminUsers.isEmpty || !self.configuration.statsUsers.isEmpty)
+    }
 
     /// What `user` may do on the admin console; nil: nothing.
     func adminAccess(of user: String) -> AdminConsole.Access? {

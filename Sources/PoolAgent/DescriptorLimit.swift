@@ -60,15 +60,15 @@ public enum DescriptorLimit {
 
     private static func servers(_ configuration: AgentConfiguration) -> Int {
         var servers = 0
-        for pool in configuration.pools.values {
-            servers += max(pool.size, pool.autoscale?.maximum ?? 0) + pool.maxOverflow + 1
-        }
+        for pool in configuration.pools.values { servers += Self.servers(of: pool) }
         // The template's pools, as many as it may make.
-        if let template = configuration.template {
-            let pool = template.settings
-            servers += template.maxPools * (max(pool.size, pool.autoscale?.maximum ?? 0) + pool.maxOverflow + 1)
-        }
+        if let template = configuration.template { servers += template.maxPools * Self.servers(of: template.settings) }
         return servers
+    }
+
+    /// The most servers one pool can hold (its size or autoscale maximum, its overflow) and one probe or cancel.
+    private static func servers(of pool: PoolSettings) -> Int {
+        max(pool.size, pool.autoscale?.maximum ?? 0) + pool.maxOverflow + 1
     }
 
     /// Descriptors the configuration can use at once: every client socket, two per server (the agent's

@@ -148,9 +148,7 @@ extension PoolCtl {
                 switch response.outcome {
                 case .success(let result): return (result, nil)
                 case .failure(let error):
-                    var details = error.data?["errors"]?.arrayValue?.compactMap(\.stringValue) ?? []
-                    if let reason = error.data?["reason"]?.stringValue { details.append(reason) }
-                    return (nil, Failure(code: 1, reason: "\(method): \(error.message)" + details.map { ": \($0)" }.joined()))
+                    return (nil, Failure(code: 1, reason: "\(method): \(error.message)" + error.details.map { ": \($0)" }.joined()))
                 }
             } catch {
                 return (nil, Failure(code: 3, reason: "cannot reach the agent: \(error)"))

@@ -51,8 +51,6 @@ struct ConnectionOptions: ParsableArguments {
         if !self.select.isEmpty && self.fleet == nil { throw ValidationError("--select needs --fleet") }
     }
 
-    var sockets: [String] { self.targets.map(\.address) }
-
     /// The agents addressed: the fleet's (selected), then the --socket ones; the default socket when neither.
     var targets: [AgentTarget] {
         var targets: [AgentTarget] = []
@@ -107,9 +105,7 @@ func run(
                     print((["agent": .string(target.name), "socket": .string(answer.socket), "error": ["code": JSONValue(error.code), "message": .string(error.message), "data": error.data ?? .null]] as JSONValue).serialized)
                 } else {
                     // The data's `errors` or `reason` says what was wrong; show it, not only the code.
-                    var details = error.data?["errors"]?.arrayValue?.compactMap(\.stringValue) ?? []
-                    if let reason = error.data?["reason"]?.stringValue { details.append(reason) }
-                    printError("\(target.name): \(error)" + details.map { "\n  \($0)" }.joined())
+                    printError("\(target.name): \(error)" + error.details.map { "\n  \($0)" }.joined())
                 }
             }
         case .failure(let error):

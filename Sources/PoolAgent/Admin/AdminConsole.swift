@@ -142,13 +142,7 @@ final class AdminConsole {
             switch result {
             case .success: self.finish(.success(Result(tag: tag)))
             case .failure(let error as RPCError):
-                var message = error.message
-                if let errors = error.data?["errors"]?.arrayValue?.compactMap(\.stringValue), !errors.isEmpty {
-                    message += ": " + errors.joined(separator: "; ")
-                } else if let reason = error.data?["reason"]?.stringValue {
-                    message += ": " + reason
-                }
-                self.finish(.failure(.init(message)))
+                self.finish(.failure(.init(([error.message] + [error.details.joined(separator: "; ")].filter { !$0.isEmpty }).joined(separator: ": "))))
             case .failure(let error): self.finish(.failure(.init("\(error)")))
             }
             // Later, not from inside this completion: commands that complete at once must not nest.

@@ -43,7 +43,7 @@ extension ClientSession {
                 self.lookUpSecret(startup, method: method)
             case .write(let buffer):
                 self.transport.write(buffer)
-            case .authorized(let startup, let pending) where startup.database == AdminConsole.database && self.runtime.adminConsoleEnabled:
+            case .authorized(let startup, let pending) where self.runtime.isAdminConsole(startup.database):
                 self.transport.flush()
                 self.adminLogin(pending: pending)
                 return
@@ -80,7 +80,7 @@ extension ClientSession {
         self.logger[metadataKey: LogKey.pool] = "\(startup.database)"
         // A database no pool is configured for is served by the template, whose pool is made after the login.
         let name: String
-        if startup.database == AdminConsole.database && self.runtime.adminConsoleEnabled {
+        if self.runtime.isAdminConsole(startup.database) {
             // Whether the user may use the console is told after authentication, not to anyone who asks.
             name = AdminConsole.database
         } else if let settings = self.runtime.configuration.poolSettings(for: startup.database) {
@@ -123,8 +123,7 @@ extension ClientSession {
         // A pool made from the template looks passwords up with the template's auth_query; the admin console
         // only in the auth file.
         let configured = self.runtime.configuration.pools[startup.database] != nil
-        let console = startup.database == AdminConsole.database && self.runtime.adminConsoleEnabled
-        let lookupPool = configured || console ? startup.database : PoolTemplate.name
+        let lookupPool = configured || self.runtime.isAdminConsole(startup.database) ? startup.database : PoolTemplate.name
         auth.secret(for: startup.user, pool: lookupPool, stillWanted: { [weak self] in self?.login.isAuthenticating == true })
             .whenComplete { [self] result in
                 guard self.state == .startup, self.login.isAuthenticating else { return }
