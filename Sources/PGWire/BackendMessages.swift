@@ -93,3 +93,52 @@ extension TransactionStatus {
         return status
     }
 }
+
+/// Reads the body of a DataRow message: each column as text, nil for NULL.
+public enum DataRow {
+    public static func decode(from body: inout ByteBuffer) throws(WireError) -> [String?] {
+        guard let count = body.readInteger(as: Int16.self), count >= 0 else { throw .malformed("DataRow has no column count") }
+        var columns: [String?] = []
+        columns.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            guard let length = body.readInteger(as: Int32.self) else { throw .malformed("DataRow column without a length") }
+            if length < 0 {
+                columns.append(nil)
+                continue
+            }
+            guard let text = body.readString(length: Int(length)) else { throw .malformed("DataRow column longer than the message") }
+            columns.append(text)
+        }
+        guard body.readableBytes == 0 else { throw .leftoverBytes(what: "DataRow", count: body.readableBytes) }
+        return columns
+    }
+}
+
+/// Reads and writes the body of a NotificationResponse (an asynchronous NOTIFY delivery).
+public struct NotificationResponse: Equatable, Sendable {
+    public var processID: Int32
+    public var channel: String
+    public var payload: String
+
+    public init(processID: Int32, channel: String, payload: String) {
+        self.processID = processID
+        self.channel = channel
+        self.payload = payload
+    }
+
+    public static func decode(from body: inout ByteBuffer) throws(WireError) -> NotificationResponse {
+        guard let pid = body.readInteger(as: Int32.self), let channel = body.readNullTerminatedString(),
+            let payload = body.readNullTerminatedString()
+        else { throw .malformed("NotificationResponse is not a process ID and two null-terminated strings") }
+        guard body.readableBytes == 0 else { throw .leftoverBytes(what: "NotificationResponse", count: body.readableBytes) }
+        return NotificationResponse(processID: pid, channel: channel, payload: payload)
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeMessage(BackendMessageID.notificationResponse) {
+            $0.writeInteger(self.processID)
+            $0.writeNullTerminatedString(self.channel)
+            $0.writeNullTerminatedString(self.payload)
+        }
+    }
+}

@@ -1,5 +1,6 @@
 // What the runtime reports on its own: upstream changes, autoscaling decisions, reloads; JSON is the control plane's.
 
+import PGWire
 import PoolCore
 
 /// Something subscribers of the control socket hear about that the runtime itself decided or saw.
@@ -9,6 +10,10 @@ enum AgentEvent: Equatable {
     /// A load window ended with this decision; `applied` when the size changed (not pinned, not draining).
     case autoscale(pool: String, decision: Autoscaler.Decision, applied: Bool, pinned: Bool)
     case reload(ReloadOutcome)
+    /// A transaction-mode client's pins changed: those it has now, and what came and went.
+    case pin(pool: String, client: Int, pins: SessionEffects.Pins, added: SessionEffects.Pins, removed: SessionEffects.Pins)
+    /// A pool's listener connection was lost (with why) or came back.
+    case listener(pool: String, up: Bool, error: String?)
 }
 
 /// What a reload changed.

@@ -83,6 +83,12 @@ final class AgentRuntime: @unchecked Sendable {  // Confined to the agent's even
         pool.onUpstreamChange = { [unowned self] up, message in
             self.onEvent?(.upstream(pool: pool.name, up: up, error: message))
         }
+        pool.onPinChange = { [unowned self] client, pins, added, removed in
+            self.onEvent?(.pin(pool: pool.name, client: client.id, pins: pins, added: added, removed: removed))
+        }
+        pool.onListenerChange = { [unowned self] up, message in
+            self.onEvent?(.listener(pool: pool.name, up: up, error: message))
+        }
         pool.onAutoscale = { [unowned self] decision, applied in
             self.logger.log(level: applied ? .info : .debug, "autoscale decision", metadata: [
                 LogKey.pool: "\(pool.name)", "size": "\(decision.size)", "previous": "\(decision.previous)", "applied": "\(applied)",

@@ -30,6 +30,10 @@ extension AgentRuntime {
                     continue
                 }
                 guard !server.isBusy, server.transactionStatus == .idle else { continue }
+                if let limit = pool.settings.pinTimeout, !client.pins.isEmpty, idle >= limit {
+                    client.fatal(.fatal("57P05", "terminating connection: pinned to its server (\(client.pins.names.joined(separator: ", "))) and idle longer than pin_timeout \(limit.configText) in pool \"\(pool.name)\""))
+                    continue
+                }
             }
             if let limit = pool.settings.clientIdleTimeout, idle >= limit {
                 client.fatal(.fatal("57P05", "terminating connection due to idle-session timeout (\(limit.configText) in pool \"\(pool.name)\")"))

@@ -220,15 +220,13 @@ import Testing
 
     // MARK: The query
 
-    @Test func theQuerySetsThenResetsInOneStatement() {
+    @Test func theQuerySetsThenResetsInOneImplicitTransaction() {
         let startup = [("application_name", "psql"), ("statement_timeout", "5s")]
         let plan = self.plan(startup: startup, applied: ["x.y": "1"])
         #expect(
             plan.query
                 == "SELECT pg_catalog.set_config(E'application_name', E'psql', false), "
-                + "pg_catalog.set_config(E'statement_timeout', E'5s', false), "
-                + "pg_catalog.set_config(E'x.y', "
-                + "(SELECT reset_val FROM pg_catalog.pg_settings WHERE name = E'x.y'), false)"
+                + "pg_catalog.set_config(E'statement_timeout', E'5s', false); RESET \"x.y\""
         )
     }
 
@@ -244,8 +242,7 @@ import Testing
         let reset = self.plan(applied: ["x.it's\\": "1"])
         #expect(
             reset.query
-                == "SELECT pg_catalog.set_config(E'x.it''s\\\\', "
-                + "(SELECT reset_val FROM pg_catalog.pg_settings WHERE name = E'x.it''s\\\\'), false)"
+                == "RESET \"x.it's\\\"" && SettingsPlan.identifier("a\"b") == "\"a\"\"b\""
         )
     }
 

@@ -110,6 +110,25 @@ extension ClientSession {
             }
         }
 
+        /// Applies the session effects of a statement text in the extended protocol (the message at `start`);
+        /// false when forwarding stops (`ending` says why). A refusal there disconnects: a Parse cannot be made
+        /// to fail with the refusal's error where the statement would have.
+        func allowed(_ effects: SessionEffects, at start: Int) -> Bool {
+            guard !effects.isEmpty else { return true }
+            switch self.sessionEffects(effects, server: server) {
+            case .proceed:
+                return true
+            case .waitForListener:
+                passRun(until: start)
+                ending = .stall(start)
+            case .refuse(let error):
+                ending = .limit(ErrorResponse(.fatal, sqlState: error.sqlState, message: error.message, hint: error.hint))
+            case .close(let error):
+                ending = .limit(error)
+            }
+            return false
+        }
+
         do {
             scan: while true {
                 switch try self.nextScanned(in: buffer, cursor: &cursor) {
@@ -125,6 +144,29 @@ extension ClientSession {
                     let rewriting = server.rewritesStatements
                     switch type {
                     case FrontendMessageID.query, FrontendMessageID.functionCall:
+                        if type == FrontendMessageID.query, server.sharesServer, let captured {
+                            let effects = buffer.withUnsafeReadableBytes { raw in
+                                let offset = captured.index - buffer.readerIndex
+                                return SessionEffects.scan(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + captured.length)]))
+                            }
+                            switch effects.isEmpty ? .proceed : self.sessionEffects(effects, server: server) {
+                            case .proceed:
+                                break
+                            case .waitForListener:
+                                passRun(until: start)
+                                ending = .stall(start)
+                                break scan
+                            case .refuse(let error):
+                                // The server runs a query that fails with the refusal, in place of the client's.
+                                replace(from: start)
+                                var out = server.allocator.buffer(capacity: 256)
+                                out.writeQuery(Self.refusalQuery(error))
+                                server.write(out)
+                            case .close(let error):
+                                ending = .limit(error)
+                                break scan
+                            }
+                        }
                         server.requestStarted()
                         guard record(.query) else { break scan }
                         if server.rewritesStatements && !self.statements.isEmpty {
@@ -152,6 +194,14 @@ extension ClientSession {
                         break scan
                     case FrontendMessageID.parse:
                         guard rewriting, let captured, !ParseMessage.isUnnamed(captured, in: buffer) else {
+                            // An unnamed statement runs right after (drivers parse it for each use): its effects now.
+                            if server.sharesServer, let captured {
+                                let effects = buffer.withUnsafeReadableBytes { raw in
+                                    let offset = captured.index - buffer.readerIndex
+                                    return SessionEffects.scan(parseBody: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + captured.length)]))
+                                }
+                                guard allowed(effects, at: start) else { break scan }
+                            }
                             guard record(.parse(.client(statement: nil, intent: nil))) else { break scan }
                             continue
                         }
@@ -217,6 +267,10 @@ extension ClientSession {
                         }
                         var body = captured.slice(of: buffer)
                         var bind = try BindMessage.decode(from: &body)
+                        // A named statement's effects count each time it is bound.
+                        if case .exists(let id) = self.statements.lookup(bind.statement, syncs: server.syncsSent) {
+                            guard allowed(pool.statements.effects(id), at: start) else { break scan }
+                        }
                         guard sendNamed(bind.statement, from: start, as: .bind, encode: { name, out in
                             bind.statement = name
                             bind.encode(into: &out)

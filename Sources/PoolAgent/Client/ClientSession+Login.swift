@@ -194,10 +194,10 @@ extension ClientSession {
         self.admission = admission
         self.pool = pool
         if pool.settings.mode == .transaction {
-            // Statement names are read from these messages, so they are held until complete.
+            // Statement names and texts are read from these messages, so they are held until complete.
             self.scanner = MessageScanner(
                 captureTypes: MessageTypeSet([
-                    FrontendMessageID.terminate, FrontendMessageID.parse, FrontendMessageID.bind,
+                    FrontendMessageID.terminate, FrontendMessageID.query, FrontendMessageID.parse, FrontendMessageID.bind,
                     FrontendMessageID.describe, FrontendMessageID.close,
                 ]),
                 maxCaptureLength: Self.maximumRewrittenMessage

@@ -74,6 +74,17 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     var startupSettings: [(String, String)] = []
     /// Equal for clients whose settings are equal: a server last used with the same key needs no sync.
     private(set) var settingsKey = 0
+    /// Transaction mode: the client's non-reported settings as its server last showed them (its startup
+    /// ones and its own SETs), by lowercased name; nil until a request of its changed settings.
+    var sessionSettings: [String: String]?
+    /// Transaction mode: session state that keeps the client on its server, as the server last showed it.
+    var pins: SessionEffects.Pins = []
+    /// The client holds one of the pool's `max_pinned` slots (pinned, or about to be).
+    var pinSlot = false
+    /// Transaction mode: channels the client listens on through the pool's listener.
+    var listenChannels: Set<String> = []
+    /// Notifications and notices waiting for the client's stream to be between messages and writable.
+    var asyncMessages: [ByteBuffer] = []
     var logger: Logger
 
     static let maximumPendingInput = 1 << 20
@@ -152,6 +163,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
     func transportWritable() {
         self.server?.setReading(true)
+        self.deliverQueued()
         if self.state == .admin { self.adminConsole?.writable() }
     }
 
@@ -184,7 +196,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             expected: self.loggedIn ? self.reported : self.loginExpectations(defaults: server.link.parameters),
             startup: self.startupSettings,
             server: server.parameters,
-            applied: server.appliedSettings
+            applied: server.appliedSettings,
+            session: self.sessionSettings
         )
         guard !plan.isEmpty else {
             self.serverReady()
@@ -249,13 +262,20 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
     // MARK: Transaction pooling
 
-    /// In transaction mode, gives the server back once the client has nothing in flight and no open transaction.
+    /// In transaction mode, gives the server back once the client has nothing in flight and no open transaction,
+    /// after reading its session state back if the client's SQL may have changed it; a pinned client keeps it.
     func releaseIfIdle() {
         guard self.pool?.settings.mode == .transaction, self.state == .active, let server = self.server,
             server.isIdleForRelease, self.scanner.isAtBoundary, self.stalledInput == nil
         else { return }
+        if server.sessionStateChanged {
+            self.probeSessionState(server)
+            return
+        }
+        guard self.pins.isEmpty else { return }
         self.server = nil
         server.clientLeft(clean: true)
+        self.deliverQueued()
     }
 
     /// The server answered something: input waiting for it goes on, then the server may go back.
@@ -351,8 +371,14 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         }
         text += "\u{1}"
         let reportedNames = Set(reported.keys.map { $0.lowercased() })
-        for (name, value) in self.startupSettings where !reportedNames.contains(name.lowercased()) {
-            text += "\(name.lowercased())=\(value)\u{0}"
+        if let session = self.sessionSettings {
+            for (name, value) in session.sorted(by: { $0.key < $1.key }) where !reportedNames.contains(name) {
+                text += "\(name)=\(value)\u{0}"
+            }
+        } else {
+            for (name, value) in self.startupSettings where !reportedNames.contains(name.lowercased()) {
+                text += "\(name.lowercased())=\(value)\u{0}"
+            }
         }
         self.settingsKey = pool.settingsKeys.key(for: text)
     }
@@ -428,6 +454,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
     func flushFromServer() {
         guard self.state == .active else { return }
+        if !self.asyncMessages.isEmpty { self.deliverQueued() }
         self.transport.flush()
         if !self.transport.isWritable { self.server?.setReading(false) }
     }
@@ -509,6 +536,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         if let key = self.cancelKey { self.runtime.unregisterCancelKey(key) }
         self.stalledInput = nil
         self.pool?.statements.release(self.statements.removeAll())
+        self.releaseSessionState()
         switch previous {
         case .waiting:
             self.pool?.cancelWait(for: self)

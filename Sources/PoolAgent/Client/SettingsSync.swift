@@ -25,7 +25,10 @@ struct SettingsPlan: Equatable {
     ///   - startup: the client's startup settings (parameters and `options`)
     ///   - server: the server's current reported values
     ///   - applied: non-reported settings the agent applied on this server, by lowercased name
-    init(expected: [String: String]?, startup: [(String, String)], server: [String: String], applied: [String: String]) {
+    ///   - session: the client's non-reported settings as a server last showed them (its startup ones and
+    ///     its own SETs), by lowercased name; nil until the client changed one
+    init(expected: [String: String]?, startup: [(String, String)], server: [String: String], applied: [String: String],
+         session: [String: String]? = nil) {
         var serverByLower: [String: String] = [:]
         for (name, value) in server { serverByLower[name.lowercased()] = value }
         var wantedOthers = Set<String>()
@@ -34,10 +37,14 @@ struct SettingsPlan: Equatable {
             // Reported means reported by this server: search_path is, from PostgreSQL 18 on.
             if serverByLower[lower] != nil {
                 if expected == nil, serverByLower[lower] != value { self.sets.append((name, value)) }
-            } else {
+            } else if session == nil {
                 wantedOthers.insert(lower)
                 if applied[lower] != value { self.sets.append((name, value)) }
             }
+        }
+        for (name, value) in (session ?? [:]).sorted(by: { $0.key < $1.key }) where serverByLower[name] == nil {
+            wantedOthers.insert(name)
+            if applied[name] != value { self.sets.append((name, value)) }
         }
         if let expected {
             for (name, value) in expected.sorted(by: { $0.key < $1.key }) {
@@ -49,13 +56,15 @@ struct SettingsPlan: Equatable {
         self.reportedNames = Set(serverByLower.keys)
     }
 
-    /// One statement, so the changes apply together or not at all.
+    /// One simple query (one implicit transaction), so the changes apply together or not at all. Resets are
+    /// `RESET`s, so a setting the client did not ask for is back at its default, not a copy of it.
     var query: String {
-        let calls = self.sets.map { "pg_catalog.set_config(\(Self.literal($0.0)), \(Self.literal($0.1)), false)" }
-            + self.resets.map {
-                "pg_catalog.set_config(\(Self.literal($0)), (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = \(Self.literal($0))), false)"
-            }
-        return "SELECT " + calls.joined(separator: ", ")
+        var statements: [String] = []
+        if !self.sets.isEmpty {
+            statements.append("SELECT " + self.sets.map { "pg_catalog.set_config(\(Self.literal($0.0)), \(Self.literal($0.1)), false)" }.joined(separator: ", "))
+        }
+        statements += self.resets.map { "RESET " + Self.identifier($0) }
+        return statements.joined(separator: "; ")
     }
 
     /// The non-reported settings in force on the server once this plan has run.
@@ -64,6 +73,11 @@ struct SettingsPlan: Equatable {
         for name in self.resets { result.removeValue(forKey: name) }
         for (name, value) in self.sets where !self.reportedNames.contains(name.lowercased()) { result[name.lowercased()] = value }
         return result
+    }
+
+    /// A quoted SQL identifier.
+    static func identifier(_ text: String) -> String {
+        "\"" + text.replacingAll("\"", with: "\"\"") + "\""
     }
 
     /// A SQL string literal that is right whatever `standard_conforming_strings` says.

@@ -63,6 +63,16 @@ public struct AutoscaleSettings: Sendable, Equatable {
     public var maximum: Int
 }
 
+/// What a transaction-mode pool does when a client's SQL makes session state that cannot move between servers.
+public enum PinPolicy: String, Sendable, Equatable {
+    /// The client keeps its server until the state is gone, within `max_pinned`.
+    case allow
+    /// The statement is refused with an error; the client stays connected.
+    case refuse
+    /// The client is disconnected.
+    case close
+}
+
 public struct PoolSettings: Sendable, Equatable {
     public var name: String
     /// The libpq conninfo as written; may hold a password, so never log or show it unredacted.
@@ -88,6 +98,16 @@ public struct PoolSettings: Sendable, Equatable {
     public var maxClientStatements: Int
     /// Logged-in clients of this pool at once; 0: no limit.
     public var maxClients: Int
+    /// Transaction mode: LISTEN is served by one listener connection per pool; off, a LISTEN pins its client.
+    public var listener: Bool
+    /// Transaction mode: what happens to a client whose session state needs its server (see `PinPolicy`).
+    public var pin: PinPolicy
+    /// Transaction mode: servers pinned to clients at once; nil: half the pool size, at least 1.
+    public var maxPinned: Int?
+    /// Transaction mode: a pinned client idle this long is disconnected; nil: never.
+    public var pinTimeout: Duration?
+    /// Transaction mode: notifications held for a client that does not read before it is disconnected.
+    public var notificationQueue: Int
     /// Servers older than this (±10% per server) are closed when released or idle; nil keeps them.
     public var maxLifetime: Duration?
     /// Idle servers above `min_idle` unused this long are closed; nil keeps them.
@@ -117,6 +137,9 @@ public struct PoolSettings: Sendable, Equatable {
         )
     }
 
+    /// Servers that may be pinned at once: `max_pinned`, else half the current size (at least one).
+    public func pinnedLimit(size: Int) -> Int { self.maxPinned ?? max(1, size / 2) }
+
     public static func == (lhs: PoolSettings, rhs: PoolSettings) -> Bool {
         lhs.name == rhs.name && lhs.upstream == rhs.upstream && lhs.mode == rhs.mode && lhs.size == rhs.size
             && lhs.sizeIsAuto == rhs.sizeIsAuto && lhs.autoscale == rhs.autoscale && lhs.adaptiveRecycle == rhs.adaptiveRecycle
@@ -124,6 +147,8 @@ public struct PoolSettings: Sendable, Equatable {
             && lhs.connectTimeout == rhs.connectTimeout && lhs.resetQuery == rhs.resetQuery
             && lhs.maxPreparedStatements == rhs.maxPreparedStatements && lhs.statementBudget == rhs.statementBudget
             && lhs.maxClientStatements == rhs.maxClientStatements && lhs.maxClients == rhs.maxClients && lhs.maxLifetime == rhs.maxLifetime
+            && lhs.listener == rhs.listener && lhs.pin == rhs.pin && lhs.maxPinned == rhs.maxPinned && lhs.pinTimeout == rhs.pinTimeout
+            && lhs.notificationQueue == rhs.notificationQueue
             && lhs.idleTimeout == rhs.idleTimeout && lhs.prePingAfter == rhs.prePingAfter && lhs.queryTimeout == rhs.queryTimeout
             && lhs.idleInTransactionTimeout == rhs.idleInTransactionTimeout && lhs.clientIdleTimeout == rhs.clientIdleTimeout
             && lhs.serverSettings.elementsEqual(rhs.serverSettings) { $0 == $1 }

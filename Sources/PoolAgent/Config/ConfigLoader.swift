@@ -15,7 +15,7 @@ public enum ConfigLoader {
         "reset_query", "server_settings", "max_prepared_statements", "max_lifetime", "idle_timeout",
         "pre_ping_after", "query_timeout", "idle_in_transaction_timeout", "client_idle_timeout",
         "autoscale", "recycle", "auth_query", "auth_upstream", "statement_budget", "max_client_statements",
-        "max_clients",
+        "max_clients", "listener", "pin", "max_pinned", "pin_timeout", "notification_queue",
     ]
     static let authKeys = ["file", "rules", "tcp", "unix"]
     static let ruleKeys = ["address", "connection", "database", "method", "user"]
@@ -264,6 +264,19 @@ public enum ConfigLoader {
             let maxClientStatements = try self.optionalInteger(values, "max_client_statements", section, range: 1...1_000_000) ?? 10_000
             (values, section) = merged("max_clients")
             let maxClients = try self.optionalInteger(values, "max_clients", section, range: 0...1_000_000) ?? 0
+            (values, section) = merged("listener")
+            let listener = try self.optionalBoolean(values, "listener", section) ?? true
+            (values, section) = merged("pin")
+            let pinText = try self.optionalString(values, "pin", section) ?? "allow"
+            guard let pin = PinPolicy(rawValue: pinText) else {
+                throw self.error("\(section).pin", "expected \"allow\", \"refuse\" or \"close\", found \"\(pinText)\"")
+            }
+            (values, section) = merged("max_pinned")
+            let maxPinned = try self.optionalInteger(values, "max_pinned", section, range: 0...10_000)
+            (values, section) = merged("pin_timeout")
+            let pinTimeout = try self.duration(values, "pin_timeout", section, positive: true)
+            (values, section) = merged("notification_queue")
+            let notificationQueue = try self.optionalInteger(values, "notification_queue", section, range: 1...1_000_000) ?? 1000
             (values, section) = merged("max_lifetime")
             let maxLifetime = try self.duration(values, "max_lifetime", section, positive: true)
             (values, section) = merged("idle_timeout")
@@ -351,6 +364,11 @@ public enum ConfigLoader {
                 statementBudget: statementBudget,
                 maxClientStatements: maxClientStatements,
                 maxClients: maxClients,
+                listener: listener,
+                pin: pin,
+                maxPinned: maxPinned,
+                pinTimeout: pinTimeout,
+                notificationQueue: notificationQueue,
                 maxLifetime: maxLifetime,
                 idleTimeout: idleTimeout,
                 prePingAfter: prePingAfter,

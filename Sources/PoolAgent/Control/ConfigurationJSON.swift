@@ -70,12 +70,16 @@ extension PoolSettings {
             ("statement_budget", .string(ByteSizeParser.text(self.statementBudget))),
             ("max_client_statements", JSONValue(self.maxClientStatements)),
             ("max_clients", JSONValue(self.maxClients)),
+            ("listener", .bool(self.listener)),
+            ("pin", .string(self.pin.rawValue)),
+            ("max_pinned", self.maxPinned.map { JSONValue($0) } ?? .null),
+            ("notification_queue", JSONValue(self.notificationQueue)),
             ("recycle", .string(self.adaptiveRecycle ? "adaptive" : "fixed")),
         ]
         let optional: [(String, Duration?)] = [
             ("max_lifetime_s", self.maxLifetime), ("idle_timeout_s", self.idleTimeout), ("pre_ping_after_s", self.prePingAfter),
             ("query_timeout_s", self.queryTimeout), ("idle_in_transaction_timeout_s", self.idleInTransactionTimeout),
-            ("client_idle_timeout_s", self.clientIdleTimeout),
+            ("client_idle_timeout_s", self.clientIdleTimeout), ("pin_timeout_s", self.pinTimeout),
         ]
         for (key, value) in optional { members.append((key, value.map { JSONValue($0.seconds) } ?? .null)) }
         let autoscale: JSONValue = self.autoscale.map {

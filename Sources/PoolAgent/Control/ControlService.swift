@@ -2,6 +2,7 @@
 
 import ControlRPC
 import NIOCore
+import PGWire
 import PoolCore
 
 #if canImport(Glibc)
@@ -23,7 +24,9 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
     private unowned let agent: Agent
     private var subscribers: [ObjectIdentifier: (peer: any ControlPeer, events: Set<String>?)] = [:]
 
-    static let eventTypes: Set<String> = ["resize", "autoscale", "drain", "resume", "recycle", "reconnect", "upstream", "reload", "shutdown", "kill"]
+    static let eventTypes: Set<String> = [
+        "resize", "autoscale", "drain", "resume", "recycle", "reconnect", "upstream", "reload", "shutdown", "kill", "pin", "listener",
+    ]
 
     /// The loop every method runs on.
     var eventLoop: IOLoop { self.runtime.eventLoop }
@@ -214,6 +217,14 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
             ])
         case .reload(let outcome):
             self.publish("reload", Self.json(outcome).objectValue ?? [])
+        case .pin(let pool, let client, let pins, let added, let removed):
+            self.publish("pin", [
+                "pool": .string(pool), "client": JSONValue(client), "state": .string(pins.isEmpty ? "unpinned" : "pinned"),
+                "reasons": .array(pins.names.map { .string($0) }), "added": .array(added.names.map { .string($0) }),
+                "removed": .array(removed.names.map { .string($0) }),
+            ])
+        case .listener(let pool, let up, let error):
+            self.publish("listener", ["pool": .string(pool), "state": .string(up ? "up" : "down"), "error": error.map { .string($0) } ?? .null])
         }
     }
 
@@ -346,7 +357,35 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                     "last_decision": pool.lastDecision.map { .string($0.reason) } ?? .null,
                 ]
             } ?? .null,
+            "session_state": Self.sessionState(pool),
             "last_error": pool.lastError.map { .string($0) } ?? .null,
+        ]
+    }
+
+    /// Transaction mode's pins and LISTEN relay; null in session mode.
+    private static func sessionState(_ pool: Pool) -> JSONValue {
+        guard pool.settings.mode == .transaction else { return .null }
+        func byReason(_ counts: [String: Int]) -> JSONValue {
+            .object(SessionEffects.Pins.named.map { ($0.1, JSONValue(counts[$0.1, default: 0])) })
+        }
+        let listener = pool.existingListener
+        return [
+            "pin": .string(pool.settings.pin.rawValue),
+            "pinned": JSONValue(pool.pinnedClients),
+            "max_pinned": JSONValue(pool.settings.pinnedLimit(size: pool.configuration.size)),
+            "pins": byReason(pool.stats.pins),
+            "unpins": byReason(pool.stats.unpins),
+            "pin_refusals": JSONValue(pool.stats.pinRefusals),
+            "listener": [
+                "enabled": .bool(pool.settings.listener),
+                "connected": .bool(listener?.isOpen ?? false),
+                "backend_pid": listener?.backendPID.map { JSONValue(Int($0)) } ?? .null,
+                "channels": JSONValue(listener?.channelCount ?? 0),
+                "notifications": JSONValue(pool.stats.notifications),
+                "queue_overflows": JSONValue(pool.stats.notificationOverflows),
+                "reconnects": JSONValue(pool.stats.listenerReconnects),
+                "last_error": listener?.failure.map { .string($0) } ?? .null,
+            ],
         ]
     }
 
@@ -489,6 +528,8 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
                     "age_s": JSONValue(client.connectedAt.duration(to: now).seconds),
                     "server": client.server.map { JSONValue($0.id) } ?? .null,
                     "backend_pid": client.server.map { JSONValue(Int($0.backendPID)) } ?? .null,
+                    "pinned": .array(client.pins.names.map { .string($0) }),
+                    "listening": .array(client.listenChannels.sorted().map { .string($0) }),
                 ]
             }),
             "recently_closed": .array(self.runtime.recentlyClosedClients.map { ["id": JSONValue($0.id), "reason": .string($0.reason)] }),

@@ -2,6 +2,7 @@
 
 import NIOCore
 import NIOHTTP1
+import PGWire
 import PoolCore
 
 extension AgentRuntime {
@@ -50,6 +51,23 @@ extension AgentRuntime {
         family("poolagent_pool_max_clients", "gauge", "The pool's max_clients (0: no limit).") { $0.settings.maxClients }
         family("poolagent_statement_bytes", "gauge", "Statement text the pool keeps for its clients' named statements.") { $0.statements.bytes }
         family("poolagent_statement_budget_bytes", "gauge", "The pool's statement_budget.") { $0.statements.budget }
+        family("poolagent_pinned_clients", "gauge", "Transaction-mode clients pinned to their server.") { $0.pinnedClients }
+        family("poolagent_max_pinned", "gauge", "The pool's max_pinned.") { $0.settings.pinnedLimit(size: $0.configuration.size) }
+        family("poolagent_pin_refusals_total", "counter", "Statements refused or clients closed because a pin was not allowed.") { $0.stats.pinRefusals }
+        func byReason(_ name: String, _ help: String, _ counts: (Pool) -> [String: Int]) {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) counter\n"
+            for pool in pools {
+                for (_, reason) in SessionEffects.Pins.named {
+                    text += "\(name){pool=\"\(Self.label(pool.name))\",reason=\"\(reason)\"} \(counts(pool)[reason, default: 0])\n"
+                }
+            }
+        }
+        byReason("poolagent_pins_total", "Clients pinned to their server, by reason.") { $0.stats.pins }
+        byReason("poolagent_unpins_total", "Pin reasons that went away, by reason.") { $0.stats.unpins }
+        family("poolagent_notifications_total", "counter", "Notifications the pool's listener delivered to clients.") { $0.stats.notifications }
+        family("poolagent_notification_overflows_total", "counter", "Clients closed for leaving notification_queue notifications unread.") { $0.stats.notificationOverflows }
+        family("poolagent_listener_reconnects_total", "counter", "Times the pool's listener connection came back after a loss.") { $0.stats.listenerReconnects }
+        family("poolagent_listen_channels", "gauge", "Channels the pool's listener listens on for its clients.") { $0.existingListener?.channelCount ?? 0 }
         func gauge(_ name: String, _ type: String, _ help: String, _ value: Int) {
             text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
         }

@@ -37,6 +37,20 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     /// Tells the agent the upstream went down (with libpq's message) or came back.
     var onUpstreamChange: ((Bool, String?) -> Void)?
     var lastErrorAt: Moment?
+    /// Transaction mode: clients holding a slot of `max_pinned`.
+    var pinnedClients = 0
+    /// Tells the agent a client's pins changed: (client, pins now, added, removed).
+    var onPinChange: ((ClientSession, SessionEffects.Pins, SessionEffects.Pins, SessionEffects.Pins) -> Void)?
+    /// Tells the agent the listener connection went down (with why) or came back.
+    var onListenerChange: ((Bool, String?) -> Void)?
+    /// The LISTEN connection of a transaction-mode pool; made on first use.
+    private(set) var existingListener: NotificationListener?
+    var notificationListener: NotificationListener {
+        if let listener = self.existingListener { return listener }
+        let listener = NotificationListener(pool: self)
+        self.existingListener = listener
+        return listener
+    }
 
     init(settings: PoolSettings, eventLoop: IOLoop, threadPool: NIOThreadPool, logger: Logger, nextServerID: @escaping () -> Int) throws {
         self.settings = settings
@@ -243,11 +257,13 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         let (refused, close) = self.machine.shutdown()
         for request in refused { self.fail(request, .shuttingDown) }
         for id in close { self.servers[id]?.close(reason: "agent shutting down") }
+        self.existingListener?.close(reason: "agent shutting down")
     }
 
     /// Closes every server at once, leased or not.
     func closeAll(reason: String) {
         for server in self.servers.values { server.close(reason: reason) }
+        self.existingListener?.close(reason: reason)
     }
 
     // MARK: Actions

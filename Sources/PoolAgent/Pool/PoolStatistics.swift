@@ -19,6 +19,18 @@ final class PoolStatistics: @unchecked Sendable {  // Confined to the agent's ev
     var bytesIn = 0
     var bytesOut = 0
     var overflowPeak = 0
+    /// Transaction mode: clients pinned to their server, by reason (one count per reason that appeared).
+    var pins: [String: Int] = [:]
+    /// Transaction mode: reasons that went away (the state was dropped or its client left).
+    var unpins: [String: Int] = [:]
+    /// Statements refused (or clients closed) because pinning was not allowed or max_pinned was reached.
+    var pinRefusals = 0
+    /// Notifications delivered to clients by the pool's listener (one per client).
+    var notifications = 0
+    /// Clients closed for leaving notification_queue notifications unread.
+    var notificationOverflows = 0
+    /// Times the listener connection came back after it was lost.
+    var listenerReconnects = 0
     var waitTime = LatencyHistogram()
     var transactionTime = LatencyHistogram()
     var queryTime = LatencyHistogram()

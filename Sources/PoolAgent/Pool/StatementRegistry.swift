@@ -16,6 +16,8 @@ final class StatementRegistry: @unchecked Sendable {  // Confined to the agent's
         var key: Key
         var holders: Int
         var name: String
+        /// What the text may do to a session, read once.
+        var effects: SessionEffects
         var cost: Int { Self.cost(of: self.key) }
 
         static func cost(of key: Key) -> Int { key.query.count + 4 * key.types.count + 64 }
@@ -54,7 +56,8 @@ final class StatementRegistry: @unchecked Sendable {  // Confined to the agent's
         guard self.bytes + cost <= self.budget else { return nil }
         self.lastID += 1
         self.ids[key] = self.lastID
-        self.entries[self.lastID] = Entry(key: key, holders: 1, name: Self.prefix + String(self.lastID))
+        let effects = key.query.withUnsafeBytes { SessionEffects.scan($0) }
+        self.entries[self.lastID] = Entry(key: key, holders: 1, name: Self.prefix + String(self.lastID), effects: effects)
         self.bytes += cost
         return self.lastID
     }
@@ -86,6 +89,11 @@ final class StatementRegistry: @unchecked Sendable {  // Confined to the agent's
             rest = rest[range.upperBound...]
         }
         return ids
+    }
+
+    /// What statement `id` may do to a session when it runs.
+    func effects(_ id: Int) -> SessionEffects {
+        self.entries[id]?.effects ?? SessionEffects()
     }
 
     /// The server-side name of `id`.

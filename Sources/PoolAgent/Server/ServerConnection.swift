@@ -19,7 +19,9 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     private struct InternalQuery {
         var firstError: ErrorResponse?
-        var completion: (ErrorResponse?) -> Void
+        var completion: (ErrorResponse?, [[String?]]) -> Void
+        /// The rows returned, when the query's caller reads them (`runProbe`); nil otherwise.
+        var rows: [[String?]]?
         var timer: Scheduled<Void>?
         /// Queries whose ReadyForQuery has not arrived yet.
         var remaining: Int
@@ -49,6 +51,13 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     var settingsKey: Int?
     /// Non-reported settings the agent applied for the current or last client, by lowercased name.
     var appliedSettings: [String: String] = [:]
+    /// Transaction mode: the linked client's SQL may have changed session state (settings, locks, temporary
+    /// tables …): it is read from the server before the server goes back (see `ClientSession.probeSessionState`).
+    var sessionStateChanged = false
+    /// Transaction mode: the server holds session state of its client (it is pinned); reset before reuse.
+    var holdsSessionState = false
+    /// The pool relays notifications through its listener: notifications from this server are not forwarded.
+    let relaysNotifications: Bool
     /// Cancel requests sent to this backend and not yet acknowledged; the server is not handed to
     /// another client until they are, so a late cancel cannot hit the next client's query.
     private var cancelsInFlight = 0
@@ -61,6 +70,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     private var blockingCancelRunning = false
     private var cancelDeadline: Scheduled<Void>?
     private var scanner: MessageScanner
+    /// The message types the scanner holds whole, besides the rows of a probe.
+    private let capturedTypes: MessageTypeSet
     private var internalQuery: InternalQuery?
     /// The linked client; cleared when it leaves or the server closes (a strong reference: no side table
     /// on every session, whose reference counting is on the hot path).
@@ -83,6 +94,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         self.parameters = link.parameters
         self.sharesServer = pool.settings.mode == .transaction
         self.rewritesStatements = self.sharesServer && pool.settings.maxPreparedStatements > 0
+        self.relaysNotifications = self.sharesServer && pool.settings.listener
         self.machine = ServerProtocolMachine(statementLimit: pool.settings.maxPreparedStatements)
         var captured = [
             BackendMessageID.readyForQuery, BackendMessageID.parameterStatus, BackendMessageID.errorResponse,
@@ -96,7 +108,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             ]
         }
         if self.sharesServer { captured.append(BackendMessageID.notificationResponse) }
-        self.scanner = MessageScanner(captureTypes: MessageTypeSet(captured), maxCaptureLength: 8 << 20)
+        self.capturedTypes = MessageTypeSet(captured)
+        self.scanner = MessageScanner(captureTypes: self.capturedTypes, maxCaptureLength: 8 << 20)
         self.createdAt = .now
         self.lastUsedAt = .now
         var logger = logger
@@ -144,8 +157,13 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         let sessionMode = self.pool.settings.mode == .session
         var queries: [String] = []
         if self.machine.transactionStatus != .idle { queries.append("ROLLBACK") }
+        // Session state a transaction-mode client made (or may have made) goes with it: locks, temporary
+        // tables, cursors, SQL statements, roles, settings, listens.
+        let discard = self.sharesServer && (self.sessionStateChanged || self.holdsSessionState)
         if sessionMode && !self.pool.settings.resetQuery.isEmpty {
             queries.append(self.pool.settings.resetQuery)
+        } else if discard {
+            queries.append("DISCARD ALL")
         } else {
             // A client's PREPARE or DEALLOCATE could have changed the agent's statements; its LISTEN would
             // deliver notifications to the next client.
@@ -163,11 +181,13 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             } else if self.machine.transactionStatus != .idle {
                 self.returnToPool(reusable: false, reason: "still \(self.machine.transactionStatus) after reset")
             } else {
-                if sessionMode {
+                if sessionMode || discard {
                     self.appliedSettings = [:]
                     self.settingsKey = nil
+                    self.sessionStateChanged = false
+                    self.holdsSessionState = false
                 }
-                if queries.contains("DEALLOCATE ALL") || sessionMode { self.machine.sessionStateReset() }
+                if queries.contains("DEALLOCATE ALL") || sessionMode || discard { self.machine.sessionStateReset() }
                 self.returnToPool(reusable: true, reason: nil)
             }
         }
@@ -261,10 +281,19 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     /// Sends simple queries whose responses the client must not see; `completion` gets the first error.
     func runInternal(_ queries: [String], completion: @escaping (ErrorResponse?) -> Void) {
+        self.runInternal(queries, rows: false) { error, _ in completion(error) }
+    }
+
+    /// Runs one query of the agent's and gives `completion` its rows as text (or the error).
+    func runProbe(_ query: String, completion: @escaping (ErrorResponse?, [[String?]]) -> Void) {
+        self.runInternal([query], rows: true, completion: completion)
+    }
+
+    private func runInternal(_ queries: [String], rows: Bool, completion: @escaping (ErrorResponse?, [[String?]]) -> Void) {
         var buffer = self.transport.allocator.buffer(capacity: 64)
         for query in queries {
             guard self.machine.send(.agentQuery) == .recorded else {
-                completion(ErrorResponse(.error, sqlState: "08006", message: "the server cannot take the agent's query"))
+                completion(ErrorResponse(.error, sqlState: "08006", message: "the server cannot take the agent's query"), [])
                 self.close(reason: self.machine.doubt.map { "protocol state in doubt: \($0)" } ?? "agent query refused")
                 return
             }
@@ -273,10 +302,11 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         let timer = self.transport.loop.scheduleTask(in: Self.internalQueryTimeout) { [self] in
             guard let query = self.internalQuery else { return }
             self.internalQuery = nil
-            query.completion(ErrorResponse(.error, sqlState: "57014", message: "the server did not answer the agent's query within 30 s"))
+            query.completion(ErrorResponse(.error, sqlState: "57014", message: "the server did not answer the agent's query within 30 s"), [])
             self.close(reason: "agent query timed out")
         }
-        self.internalQuery = InternalQuery(firstError: nil, completion: completion, timer: timer, remaining: queries.count)
+        self.internalQuery = InternalQuery(firstError: nil, completion: completion, rows: rows ? [] : nil, timer: timer, remaining: queries.count)
+        if rows { self.scanner.captureTypes.insert(BackendMessageID.dataRow) }
         self.transport.writeAndFlush(buffer)
     }
 
@@ -323,6 +353,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     var preparedCount: Int { self.machine.preparedCount }
     var skippingUntilSync: Bool { self.machine.skippingUntilSync }
+    /// What went to the client ends with a whole message: something else may go in between.
+    var atMessageBoundary: Bool { self.scanner.isAtBoundary }
     /// Why the protocol machine gave up on this server, if it did.
     var doubt: String? { self.machine.doubt }
     var syncsSent: Int { self.machine.syncsSent }
@@ -362,12 +394,20 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                     // Most tags (SELECT, INSERT, COMMIT …) are none of those `commandTag` looks for: one byte tells.
                     if type == BackendMessageID.commandComplete, let captured, let first = captured.firstByte(in: buffer),
                         first == UInt8(ascii: "D") || first == UInt8(ascii: "R") || first == UInt8(ascii: "P") || first == UInt8(ascii: "L")
+                            || (first == UInt8(ascii: "S") && self.sharesServer)
                     {
                         self.commandTag(captured, in: buffer, client: client)
                     }
-                    if type == BackendMessageID.notificationResponse, self.sharesServer, !(client?.listened ?? false) {
-                        // A notification for a LISTEN left behind by another client (one a function ran, with
-                        // no tag to see): not this client's. The server is unlistened before it serves anyone.
+                    if type == BackendMessageID.dataRow, self.internalQuery?.rows != nil, let captured {
+                        var body = captured.slice(of: buffer)
+                        self.internalQuery?.rows?.append(try DataRow.decode(from: &body))
+                    }
+                    if type == BackendMessageID.notificationResponse, self.sharesServer,
+                        self.relaysNotifications || !(client?.listened ?? false)
+                    {
+                        // The pool's listener delivers notifications; or one for a LISTEN left behind by another
+                        // client (one a function ran, with no tag to see): not this client's. The server is
+                        // unlistened before it serves anyone.
                         self.machine.commandTag(.listen)
                         if let client, start > runStart { client.writeFromServer(buffer.getSlice(at: runStart, length: start - runStart)!) }
                         runStart = cursor
@@ -490,7 +530,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         } else if internalDone, let query = self.internalQuery {
             self.internalQuery = nil
             query.timer?.cancel()
-            query.completion(query.firstError)
+            if query.rows != nil { self.scanner.captureTypes = self.capturedTypes }
+            query.completion(query.firstError, query.rows ?? [])
         }
     }
 
@@ -519,6 +560,14 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         } else if tag.starts(with: "LISTEN".utf8) {
             self.machine.commandTag(.listen)
             client?.listened = true
+        }
+        // Tags that say session state changed, whatever the lexer made of the text: read it before release.
+        if self.sharesServer, client != nil, !self.sessionStateChanged,
+            tag.elementsEqual("SET\0".utf8) || tag.elementsEqual("RESET\0".utf8) || tag.starts(with: "DISCARD".utf8)
+                || tag.elementsEqual("PREPARE\0".utf8) || tag.starts(with: "DEALLOCATE".utf8) || tag.elementsEqual("DO\0".utf8)
+                || tag.starts(with: "DECLARE CURSOR".utf8) || (!self.relaysNotifications && tag.starts(with: "LISTEN".utf8))
+        {
+            self.sessionStateChanged = true
         }
         // DISCARD ALL and RESET undo settings the agent applied: sync again next time.
         if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "RESET".utf8) {
@@ -581,7 +630,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
             // Whoever waits for the agent's query learns that it failed.
             self.internalQuery = nil
             query.timer?.cancel()
-            query.completion(ErrorResponse(.error, sqlState: "08006", message: "server connection closed: \(reason)"))
+            query.completion(ErrorResponse(.error, sqlState: "08006", message: "server connection closed: \(reason)"), [])
         }
         self.pool.serverClosed(self)
         client?.serverClosed(reason: reason)

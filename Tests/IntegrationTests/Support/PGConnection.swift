@@ -114,6 +114,23 @@ final class PGConnection: @unchecked Sendable {  // Used by one thread at a time
         return rows
     }
 
+    /// Notifications (channel, payload) received within `seconds`, waiting on the socket without sending
+    /// anything; returns as soon as `count` have arrived.
+    func notifications(count: Int, within seconds: Double) -> [(channel: String, payload: String)] {
+        var received: [(channel: String, payload: String)] = []
+        let deadline = Date().addingTimeInterval(seconds)
+        while received.count < count, Date() < deadline {
+            var descriptor = pollfd(fd: PQsocket(self.connection), events: Int16(POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, 50)
+            guard PQconsumeInput(self.connection) == 1 else { break }
+            while let notify = PQnotifies(self.connection) {
+                received.append((String(cString: notify.pointee.relname), String(cString: notify.pointee.extra)))
+                PQfreemem(notify)
+            }
+        }
+        return received
+    }
+
     /// Sends a CancelRequest with the key this connection received.
     func cancel() -> Bool {
         guard let handle = PQgetCancel(self.connection) else { return false }
