@@ -51,6 +51,27 @@ extension Integration {
             withExtendedLifetime(work) {}
         }
 
+        @Test func aClientThatStopsReadingIsClosedWithoutHoldingBackOthers() throws {
+            let agent = try Self.agent("pa_ss_slow", size: 1, extra: "notification_queue = 5")
+            let stalled = try RawConnection(port: agent.port)
+            try stalled.login()
+            stalled.send(RawConnection.query("LISTEN pa_flood"))
+            #expect(stalled.readTypes(untilReady: 1).last == "Z")
+            let reader = try PGConnection(agent.conninfo())
+            try reader.query("LISTEN pa_flood")
+            let notifier = try PGConnection(agent.conninfo())
+            // 20 MB of distinct notifications: far more than the stalled client's socket buffers hold.
+            try notifier.query("SELECT pg_notify('pa_flood', g || repeat('x', 7000)) FROM generate_series(1, 3000) g")
+            let received = reader.notifications(count: 3000, within: 30)
+            #expect(received.count == 3000, "the reading client got every notification")
+            #expect(received.first?.payload.hasPrefix("1x") == true && received.last?.payload.hasPrefix("3000x") == true)
+            let overflowed = try Self.stats(agent)["listener"] as? [String: Any]
+            #expect(overflowed?["queue_overflows"] as? Int == 1, "\(String(describing: overflowed))")
+            let rest = stalled.readUntilClosed(limit: 64 << 20)
+            #expect(rest.closed)
+            #expect(RawConnection.firstError(in: rest.bytes)?.sqlState == "54000", "\(String(describing: RawConnection.firstError(in: rest.bytes)))")
+        }
+
         @Test func advisoryLockKeepsOneBackendUntilUnlocked() throws {
             let agent = try Self.agent("pa_ss_lock", size: 1)
             let holder = try PGConnection(agent.conninfo())

@@ -280,4 +280,28 @@ import Testing
         #expect(plan != self.plan(startup: [("x.a", "1"), ("x.b", "2")]))
         #expect(self.plan() == self.plan(startup: [("application_name", "")]))
     }
+
+    // MARK: Settings read back from a server
+
+    @Test func aClientsReadBackSettingsReplaceItsStartupOnesAndResetTheRest() {
+        // The client's SETs, read back from the server: they include what its startup asked for.
+        let session = ["statement_timeout": "5s", "work_mem": "77MB"]
+        let plan = SettingsPlan(
+            expected: Self.freshServer, startup: [("statement_timeout", "9s")], server: Self.freshServer,
+            applied: ["work_mem": "77MB", "lock_timeout": "1s"], session: session
+        )
+        #expect(plan.sets.map(\.0) == ["statement_timeout"] && plan.sets.map(\.1) == ["5s"])
+        #expect(plan.resets == ["lock_timeout"])
+        #expect(plan.applied(after: ["work_mem": "77MB", "lock_timeout": "1s"]) == session)
+        #expect(plan.query == "SELECT pg_catalog.set_config(E'statement_timeout', E'5s', false); RESET \"lock_timeout\"")
+    }
+
+    @Test func theProbesRowsSplitIntoPinsAndUnreportedSettings() {
+        let rows: [[String?]] = [["", "advisory_lock,hold_cursor"], ["work_mem", "77MB"], ["DateStyle", "German, DMY"], ["x.y", nil]]
+        let result = SessionProbe.Result(rows: rows, reported: ["DateStyle": "German, DMY"])
+        #expect(result.pins == [.advisoryLock, .holdCursor])
+        #expect(result.settings == ["work_mem": "77MB"])
+        #expect(SessionProbe.Result(rows: [["", ""]], reported: [:]).pins.isEmpty)
+        #expect(SessionProbe.query(listens: true, sessionAuthorization: "o'k").contains("<> E'o''k'"))
+    }
 }

@@ -32,5 +32,6 @@ let package = Package(
         .executableTarget(name: "FuzzRPCLine", dependencies: ["FuzzSupport", .product(name: "ControlRPC", package: poolagent)]),
         .executableTarget(name: "FuzzAuthFile", dependencies: ["FuzzSupport", .product(name: "PoolAgent", package: poolagent)]),
         .executableTarget(name: "FuzzAdminCommand", dependencies: ["FuzzSupport", .product(name: "PoolAgent", package: poolagent)]),
+        .executableTarget(name: "FuzzSessionEffects", dependencies: ["FuzzSupport", .product(name: "PGWire", package: poolagent)]),
     ]
 )

@@ -80,6 +80,22 @@ def listeners():
         for notify in listener.notifies(timeout=10, stop_after=5):
             payloads.append(notify.payload)
         check(payloads == [f"n{i}" for i in range(5)], f"psycopg got {payloads}")
+    # The listener connection lost: it comes back with its channels, and its clients hear about the gap.
+    with psycopg.connect(DSN, autocommit=True) as listener, psycopg.connect(DSN, autocommit=True) as other:
+        notices = []
+        listener.add_notice_handler(lambda diagnostic: notices.append(diagnostic.message_primary))
+        listener.execute("LISTEN pa_reconnect")
+        pid = other.execute("SELECT pid FROM pg_stat_activity WHERE usename = current_user AND query LIKE 'LISTEN \"%'").fetchone()
+        check(pid is not None, "no listener connection in pg_stat_activity")
+        other.execute("SELECT pg_terminate_backend(%s)", pid)
+        got = []
+        deadline = time.monotonic() + 15
+        while not got and time.monotonic() < deadline:
+            other.execute("NOTIFY pa_reconnect, 'again'")
+            got = [n.payload for n in listener.notifies(timeout=0.3, stop_after=1)]
+        check(got == ["again"], f"no notification after the listener came back: {got}")
+        listener.execute("SELECT 1")
+        check(any("is back after" in notice for notice in notices), f"notices: {notices}")
     print("listeners ok", flush=True)
 
 
