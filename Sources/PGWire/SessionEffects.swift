@@ -82,7 +82,8 @@ public struct SessionEffects: Equatable, Sendable {
                 break
             }
             if case .word(let word) = token { previousWord = word } else { previousWord = nil }
-            // A statement's first words decide its kind; past them only the words of WITH HOLD and INTO TEMP.
+            // A statement's first words decide its kind; past them only the words of WITH HOLD, INTO TEMP and
+            // ON COMMIT DROP.
             if statement.count < 8 {
                 statement.append(token)
             } else if case .word(let word) = token, Self.laterWords.contains(word) {
@@ -101,7 +102,7 @@ public struct SessionEffects: Equatable, Sendable {
         return Self.scan(UnsafeRawBufferPointer(rebasing: body[(nameEnd + 1)..<end]))
     }
 
-    private static let laterWords: Set<String> = ["with", "hold", "into", "temp", "temporary"]
+    private static let laterWords: Set<String> = ["with", "hold", "into", "temp", "temporary", "on", "commit", "drop"]
 
     private mutating func function(_ name: String) {
         switch name {
@@ -167,7 +168,10 @@ public struct SessionEffects: Equatable, Sendable {
         case "declare":
             if contains("with", "hold") { self.pins.insert(.holdCursor) }
         case "create":
-            if (1...4).contains(where: { word($0) == "temp" || word($0) == "temporary" }) { self.pins.insert(.temporaryTable) }
+            // ON COMMIT DROP: gone with its transaction.
+            if (1...4).contains(where: { word($0) == "temp" || word($0) == "temporary" }), !contains("on", "commit", "drop") {
+                self.pins.insert(.temporaryTable)
+            }
         case "do":
             // A block can do anything a statement can, with no tag to show it.
             self.changesSettings = true

@@ -35,7 +35,8 @@ def rows_of(messages):
 def leak(o):
     attacker = connect(o)
     victim = connect(o)
-    attacker.send(pgwire.query("CREATE TEMP TABLE IF NOT EXISTS pa(a int); COPY pa FROM STDIN") + pgwire.copy_done())
+    # ON COMMIT DROP: a temporary table that outlived the query would pin the attacker to the only server.
+    attacker.send(pgwire.query("CREATE TEMP TABLE pa(a int) ON COMMIT DROP; COPY pa FROM STDIN") + pgwire.copy_done())
     kinds = [k for k, _ in attacker.read_until({b"Z"})]
     if kinds[-4:] != [b"C", b"G", b"C", b"Z"]:
         return f"unexpected answer to the COPY with its CopyDone: {kinds}"
@@ -77,7 +78,6 @@ def leak(o):
 
 def hijack(o):
     victim = connect(o)
-    attacker = connect(o)
     victim.send(pgwire.parse("vs", "SELECT $1::text || ':' || 'victim' AS v") + pgwire.sync())
     victim.read_until({b"Z"})
 
@@ -97,8 +97,14 @@ def hijack(o):
             redefine = f"DEALLOCATE {name}; PREPARE {name}(text) AS SELECT 'HIJACKED:' || $1 AS v"
             if how == "do":
                 redefine = f"DO $$ BEGIN EXECUTE 'DEALLOCATE {name}'; EXECUTE 'PREPARE {name}(text) AS SELECT ''HIJACKED:'' || $1 AS v'; END $$"
+            # SQL-level statements pin their client; with max_pinned = 0 the attacker is closed and its server reset.
+            attacker = connect(o)
             attacker.send(pgwire.query(redefine))
-            attacker.read_until({b"Z"})
+            try:
+                attacker.read_until({b"Z"})
+            except pgwire.Closed:
+                pass
+            attacker.close()
         result = victim_runs("secret")
         if not result or b"HIJACKED" in result[0] or not result[0].endswith(b"secret:victim"):
             return f"redefined with {how}: the victim's Bind ran {result}"

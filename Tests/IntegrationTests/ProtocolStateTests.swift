@@ -27,6 +27,7 @@ extension Integration {
                 mode = "transaction"
                 size = 1
                 wait_timeout = "20s"
+                max_pinned = 0
                 """)
             let run = try Shell.run(python, [
                 Self.fuzzDirectory + "/reproductions.py", scenario, "--agent-port", String(agent.port),

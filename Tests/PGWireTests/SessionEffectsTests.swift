@@ -30,6 +30,7 @@ import Testing
         #expect(self.scan("select PG_TRY_ADVISORY_LOCK_SHARED (1, 2)").pins == .advisoryLock)
         #expect(self.scan("CREATE TEMP TABLE t (n int)").pins == .temporaryTable)
         #expect(self.scan("create global temporary table t (n int)").pins == .temporaryTable)
+        #expect(self.scan("CREATE TEMP TABLE t (a int, b text, c date, d int) ON COMMIT DROP").isEmpty, "gone with its transaction")
         #expect(self.scan("SELECT * INTO TEMP t FROM generate_series(1, 3)").pins == .temporaryTable)
         #expect(self.scan("DECLARE c CURSOR WITH HOLD FOR SELECT 1").pins == .holdCursor)
         #expect(self.scan("DECLARE c CURSOR FOR SELECT 1").isEmpty)

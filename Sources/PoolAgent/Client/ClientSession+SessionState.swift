@@ -24,7 +24,9 @@ extension ClientSession {
         let relays = pool.settings.listener
         if !relays, effects.listens.contains(where: { if case .listen = $0 { true } else { false } }) { pins.insert(.listen) }
         let added = pins.subtracting(self.pins)
-        if !added.isEmpty, !self.pinSlot {
+        // A text that may also drop what it makes (PREPARE … DEALLOCATE, lock … unlock) is judged by the state
+        // left after it, when the server's state is read back.
+        if !added.isEmpty, !self.pinSlot, !effects.mayRelease {
             let what = added.names.joined(separator: ", ")
             switch pool.settings.pin {
             case .refuse:
@@ -98,6 +100,7 @@ extension ClientSession {
                 return
             }
             let result = SessionProbe.Result(rows: rows, reported: server.parameters)
+            self.sendHeldReady()
             server.sessionStateChanged = false
             server.appliedSettings = result.settings
             self.sessionSettings = result.settings
@@ -113,6 +116,19 @@ extension ClientSession {
                 self.releaseIfIdle()
             }
         }
+    }
+
+    /// Holds the ReadyForQuery that ends a request until its session state has been read back.
+    func holdReady(_ message: ByteBuffer) {
+        self.heldReady = message
+    }
+
+    func sendHeldReady() {
+        guard let message = self.heldReady else { return }
+        self.heldReady = nil
+        guard self.state == .active || self.state == .syncing, let transport = self.transport else { return }
+        transport.write(message)
+        transport.flush()
     }
 
     /// The pins the server's state shows now; false when the client was closed for one it may not have.

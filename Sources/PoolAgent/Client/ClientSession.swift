@@ -83,6 +83,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     var pinSlot = false
     /// Transaction mode: channels the client listens on through the pool's listener.
     var listenChannels: Set<String> = []
+    /// The ReadyForQuery of a request whose session state is being read back, sent once it has been.
+    var heldReady: ByteBuffer?
     /// Notifications and notices waiting for the client's stream to be between messages and writable.
     var asyncMessages: [ByteBuffer] = []
     var logger: Logger
@@ -267,11 +269,15 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     func releaseIfIdle() {
         guard self.pool?.settings.mode == .transaction, self.state == .active, let server = self.server,
             server.isIdleForRelease, self.scanner.isAtBoundary, self.stalledInput == nil
-        else { return }
+        else {
+            self.sendHeldReady()
+            return
+        }
         if server.sessionStateChanged {
             self.probeSessionState(server)
             return
         }
+        self.sendHeldReady()
         guard self.pins.isEmpty else { return }
         self.server = nil
         server.clientLeft(clean: true)
@@ -281,6 +287,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     /// The server answered something: input waiting for it goes on, then the server may go back.
     func serverAnswered() {
         if let stalled = self.stalledInput, let server = self.server {
+            self.sendHeldReady()
             self.stalledInput = nil
             self.setReading(true)
             self.forwardToServer(stalled, server: server)

@@ -386,6 +386,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         var forwardableEnd = cursor
         var internalDone = false
         var fence = false
+        /// Where the last ReadyForQuery of this read starts and ends.
+        var lastReady: (start: Int, end: Int)? = nil
         let client = self.internalQuery == nil ? self.client : nil
         do {
             scan: while true {
@@ -418,6 +420,7 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
                     var errorMessage: String? = nil
                     switch type {
                     case BackendMessageID.readyForQuery:
+                        lastReady = (start, cursor)
                         reaction = self.machine.readyForQuery(try TransactionStatus.decode(captured!, in: buffer))
                     case BackendMessageID.parameterStatus:
                         var body = captured!.slice(of: buffer)
@@ -522,8 +525,17 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
         }
         if self.busySince != nil, self.machine.checkIdle(), self.internalQuery == nil { self.requestFinished() }
         if let client {
-            if forwardableEnd > runStart {
-                client.writeFromServer(buffer.getSlice(at: runStart, length: forwardableEnd - runStart)!)
+            var end = forwardableEnd
+            // The request may have changed session state: its ReadyForQuery waits until the state is read back,
+            // so the client's next request (and everyone else's) sees the outcome, pins included.
+            if self.sessionStateChanged, let ready = lastReady, ready.end == forwardableEnd, ready.start >= runStart,
+                self.machine.checkRelease()
+            {
+                end = ready.start
+                client.holdReady(buffer.getSlice(at: ready.start, length: ready.end - ready.start)!)
+            }
+            if end > runStart {
+                client.writeFromServer(buffer.getSlice(at: runStart, length: end - runStart)!)
             }
             client.flushFromServer()
             client.serverAnswered()
