@@ -117,17 +117,10 @@ final class NotificationListener: TransportDelegate, @unchecked Sendable {  // C
 
     private func connect() {
         self.state = .connecting
-        let parameters = self.pool.connectParameters
-        self.pool.threadPool.runIfActive(eventLoop: self.pool.eventLoop) {
-            LibPQConnector.connect(parameters: parameters)
-        }.whenComplete { [self] result in
+        self.pool.connectUpstream { [self] result in
             switch result {
-            case .success(.success(let link)):
-                self.attach(link)
-            case .success(.failure(let failure)):
-                self.connectFailed(failure.message)
-            case .failure(let error):
-                self.connectFailed("connect could not start: \(error)")
+            case .success(let link): self.attach(link)
+            case .failure(let error): self.connectFailed(error.message)
             }
         }
     }

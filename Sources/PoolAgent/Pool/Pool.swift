@@ -347,18 +347,25 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     private func openServer() {
         self.stats.connectAttempts += 1
-        let parameters = self.connectParameters
-        let future = self.threadPool.runIfActive(eventLoop: self.eventLoop) {
-            LibPQConnector.connect(parameters: parameters)
-        }
-        future.whenComplete { [self] result in
+        self.connectUpstream { [self] result in
             switch result {
-            case .success(.success(let link)):
-                self.attach(link)
-            case .success(.failure(let failure)):
-                self.connectFailed(failure.message)
-            case .failure(let error):
-                self.connectFailed("connect could not start: \(error)")
+            case .success(let link): self.attach(link)
+            case .failure(let error): self.connectFailed(error.message)
+            }
+        }
+    }
+
+    /// Opens one connection to the upstream with libpq on a worker; `completion` runs on the loop with the
+    /// link, or with why there is none.
+    func connectUpstream(_ completion: @escaping (Result<UpstreamLink, UpstreamConnectError>) -> Void) {
+        let parameters = self.connectParameters
+        self.threadPool.runIfActive(eventLoop: self.eventLoop) {
+            LibPQConnector.connect(parameters: parameters)
+        }.whenComplete { result in
+            switch result {
+            case .success(.success(let link)): completion(.success(link))
+            case .success(.failure(let failure)): completion(.failure(UpstreamConnectError(message: failure.message)))
+            case .failure(let error): completion(.failure(UpstreamConnectError(message: "connect could not start: \(error)")))
             }
         }
     }
@@ -400,6 +407,11 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         self.checkDrained()
         self.onServerGone?()
     }
+}
+
+/// Why an upstream connection could not be opened, as libpq said it.
+struct UpstreamConnectError: Error {
+    var message: String
 }
 
 enum PoolOperationError: Error {
