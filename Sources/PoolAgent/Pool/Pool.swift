@@ -357,7 +357,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
 
     /// Opens one connection to the upstream with libpq on a worker; `completion` runs on the loop with the
     /// link, or with why there is none.
-    func connectUpstream(_ completion: @escaping (Result<UpstreamLink, UpstreamConnectError>) -> Void) {
+    func connectUpstream(_ completion: @escaping @Sendable (Result<UpstreamLink, UpstreamConnectError>) -> Void) {
         let parameters = self.connectParameters
         self.threadPool.runIfActive(eventLoop: self.eventLoop) {
             LibPQConnector.connect(parameters: parameters)
