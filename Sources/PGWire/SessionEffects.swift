@@ -64,6 +64,7 @@ public struct SessionEffects: Equatable, Sendable {
         var lexer = Lexer(text: text)
         var effects = SessionEffects()
         var statement: [Token] = []
+        statement.reserveCapacity(12)
         var depth = 0
         var previousWord: String? = nil
         while let token = lexer.next() {
@@ -285,13 +286,18 @@ struct Lexer<Bytes: Collection<UInt8>> where Bytes.Index == Int {
         return nil
     }
 
+    /// The word here, ASCII folded to lower case, built in place (no array: words up to 15 bytes stay inline).
     private mutating func word() -> String {
-        var bytes: [UInt8] = []
-        while let byte = self.byte(), Self.isIdentifierPart(byte) {
-            bytes.append(byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte)
-            self.index += 1
+        let start = self.index
+        while let byte = self.byte(), Self.isIdentifierPart(byte) { self.index += 1 }
+        let text = self.text
+        return String(unsafeUninitializedCapacity: self.index - start) { buffer in
+            for offset in 0..<buffer.count {
+                let byte = text[start + offset]
+                buffer[offset] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte
+            }
+            return buffer.count
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     private mutating func skipBlockComment() {
