@@ -109,6 +109,15 @@ public struct MessageBody: Sendable, Equatable {
         buffer.getSlice(at: self.index, length: self.length)!
     }
 
+    /// Calls `body` with the body's bytes where they lie in `buffer`, without copying them.
+    @inlinable
+    public func withBytes<Result>(in buffer: ByteBuffer, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        buffer.withUnsafeReadableBytes { raw in
+            let offset = self.index - buffer.readerIndex
+            return body(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + self.length)]))
+        }
+    }
+
     /// The body's first byte, if it has one.
     @inlinable
     public func firstByte(in buffer: ByteBuffer) -> UInt8? {

@@ -110,10 +110,11 @@ extension ClientSession {
             }
         }
 
-        /// Applies the session effects of a statement text in the extended protocol (the message at `start`);
-        /// false when forwarding stops (`ending` says why). A refusal there disconnects: a Parse cannot be made
-        /// to fail with the refusal's error where the statement would have.
-        func allowed(_ effects: SessionEffects, at start: Int) -> Bool {
+        /// Applies the session effects of the statement text in the message at `start`; false when forwarding
+        /// stops (`ending` says why). A refused simple Query is replaced by one that fails on the server with the
+        /// refusal; in the extended protocol a refusal disconnects, as a Parse cannot be made to fail with the
+        /// refusal's error where the statement would have.
+        func allowed(_ effects: SessionEffects, at start: Int, simpleQuery: Bool = false) -> Bool {
             guard !effects.isEmpty else { return true }
             switch self.sessionEffects(effects, server: server) {
             case .proceed:
@@ -121,6 +122,12 @@ extension ClientSession {
             case .waitForListener:
                 passRun(until: start)
                 ending = .stall(start)
+            case .refuse(let error) where simpleQuery:
+                replace(from: start)
+                var out = server.allocator.buffer(capacity: 256)
+                out.writeQuery(Self.refusalQuery(error))
+                server.write(out)
+                return true
             case .refuse(let error):
                 ending = .limit(ErrorResponse(.fatal, sqlState: error.sqlState, message: error.message, hint: error.hint))
             case .close(let error):
@@ -145,27 +152,8 @@ extension ClientSession {
                     switch type {
                     case FrontendMessageID.query, FrontendMessageID.functionCall:
                         if type == FrontendMessageID.query, server.sharesServer, let captured {
-                            let effects = buffer.withUnsafeReadableBytes { raw in
-                                let offset = captured.index - buffer.readerIndex
-                                return SessionEffects.scan(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + captured.length)]))
-                            }
-                            switch effects.isEmpty ? .proceed : self.sessionEffects(effects, server: server) {
-                            case .proceed:
-                                break
-                            case .waitForListener:
-                                passRun(until: start)
-                                ending = .stall(start)
-                                break scan
-                            case .refuse(let error):
-                                // The server runs a query that fails with the refusal, in place of the client's.
-                                replace(from: start)
-                                var out = server.allocator.buffer(capacity: 256)
-                                out.writeQuery(Self.refusalQuery(error))
-                                server.write(out)
-                            case .close(let error):
-                                ending = .limit(error)
-                                break scan
-                            }
+                            let effects = captured.withBytes(in: buffer) { SessionEffects.scan($0) }
+                            guard allowed(effects, at: start, simpleQuery: true) else { break scan }
                         }
                         server.requestStarted()
                         guard record(.query) else { break scan }
@@ -196,10 +184,7 @@ extension ClientSession {
                         guard rewriting, let captured, !ParseMessage.isUnnamed(captured, in: buffer) else {
                             // An unnamed statement runs right after (drivers parse it for each use): its effects now.
                             if server.sharesServer, let captured {
-                                let effects = buffer.withUnsafeReadableBytes { raw in
-                                    let offset = captured.index - buffer.readerIndex
-                                    return SessionEffects.scan(parseBody: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + captured.length)]))
-                                }
+                                let effects = captured.withBytes(in: buffer) { SessionEffects.scan(parseBody: $0) }
                                 guard allowed(effects, at: start) else { break scan }
                             }
                             guard record(.parse(.client(statement: nil, intent: nil))) else { break scan }

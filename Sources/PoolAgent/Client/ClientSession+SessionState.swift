@@ -40,17 +40,14 @@ extension ClientSession {
                 pool.stats.pinRefusals += 1
                 return .close(.fatal("0A000", "session state (\(what)) would pin this client to a server, and pool \"\(pool.name)\" closes such clients (pin = \"close\")"))
             case .allow:
-                let limit = pool.settings.pinnedLimit(size: pool.configuration.size)
-                guard pool.pinnedClients < limit else {
+                guard self.takePinSlot(pool) else {
                     pool.stats.pinRefusals += 1
                     return .refuse(ErrorResponse(
                         .error, sqlState: "53300",
-                        message: "too many pinned clients: session state (\(what)) would pin this client, and pool \"\(pool.name)\" already has \(pool.pinnedClients) of max_pinned \(limit)",
+                        message: "too many pinned clients: session state (\(what)) would pin this client, and pool \"\(pool.name)\" already has \(pool.pinnedClients) of max_pinned \(pool.pinnedLimit)",
                         hint: "Retry once other clients have released their session state, or raise max_pinned."
                     ))
                 }
-                pool.pinnedClients += 1
-                self.pinSlot = true
             }
         }
         if !pins.isEmpty || effects.changesSettings || (effects.mayRelease && !self.pins.isEmpty) || (!relays && !effects.listens.isEmpty) {
@@ -138,15 +135,12 @@ extension ClientSession {
         let removed = self.pins.subtracting(pins)
         if !added.isEmpty, !self.pinSlot {
             // State the text did not show (a function made it): kept only if a pin would have been allowed.
-            let limit = pool.settings.pinnedLimit(size: pool.configuration.size)
-            guard pool.settings.pin == .allow, pool.pinnedClients < limit else {
+            guard pool.settings.pin == .allow, self.takePinSlot(pool) else {
                 pool.stats.pinRefusals += 1
-                let why = pool.settings.pin == .allow ? "max_pinned \(limit) is reached" : "pin = \"\(pool.settings.pin.rawValue)\""
+                let why = pool.settings.pin == .allow ? "max_pinned \(pool.pinnedLimit) is reached" : "pin = \"\(pool.settings.pin.rawValue)\""
                 self.fatal(.fatal("0A000", "session state (\(added.names.joined(separator: ", "))) appeared that would pin this client to a server, and pool \"\(pool.name)\" cannot pin it (\(why)): the server is reset"))
                 return false
             }
-            pool.pinnedClients += 1
-            self.pinSlot = true
         }
         for (pin, name) in SessionEffects.Pins.named {
             if added.contains(pin) { pool.stats.pins[name, default: 0] += 1 }
@@ -154,10 +148,7 @@ extension ClientSession {
         }
         self.pins = pins
         server.holdsSessionState = !pins.isEmpty
-        if pins.isEmpty, self.pinSlot {
-            self.pinSlot = false
-            pool.pinnedClients -= 1
-        }
+        if pins.isEmpty { self.givePinSlotBack(pool) }
         if !added.isEmpty || !removed.isEmpty {
             self.logger.debug("pins changed", metadata: ["pins": "\(pins.names)", LogKey.backendPID: "\(server.backendPID)"])
             pool.onPinChange?(self, pins, added, removed)
@@ -165,17 +156,28 @@ extension ClientSession {
         return true
     }
 
+    /// One of the pool's `max_pinned` slots for this client; false when none is free.
+    private func takePinSlot(_ pool: Pool) -> Bool {
+        guard pool.pinnedClients < pool.pinnedLimit else { return false }
+        pool.pinnedClients += 1
+        self.pinSlot = true
+        return true
+    }
+
+    private func givePinSlotBack(_ pool: Pool) {
+        guard self.pinSlot else { return }
+        self.pinSlot = false
+        pool.pinnedClients -= 1
+    }
+
     /// The client leaves: its slot and its channels go.
     func releaseSessionState() {
         guard let pool = self.pool else { return }
-        if self.pinSlot {
-            self.pinSlot = false
-            pool.pinnedClients -= 1
-            if !self.pins.isEmpty {
-                for (pin, name) in SessionEffects.Pins.named where self.pins.contains(pin) { pool.stats.unpins[name, default: 0] += 1 }
-                pool.onPinChange?(self, [], [], self.pins)
-            }
+        if !self.pins.isEmpty {
+            for (pin, name) in SessionEffects.Pins.named where self.pins.contains(pin) { pool.stats.unpins[name, default: 0] += 1 }
+            pool.onPinChange?(self, [], [], self.pins)
         }
+        self.givePinSlotBack(pool)
         if !self.listenChannels.isEmpty {
             pool.existingListener?.unsubscribeAll(self, channels: self.listenChannels)
             self.listenChannels = []
@@ -196,11 +198,6 @@ extension ClientSession {
         self.pool?.existingListener?.unsubscribe(self, from: channel)
     }
 
-    /// A NotificationResponse for this client, delivered between its messages.
-    func deliverNotification(_ message: ByteBuffer) {
-        self.deliverAsync(message)
-    }
-
     /// A NoticeResponse from the agent, delivered between the client's messages.
     func deliverNotice(_ severity: ErrorResponse.Severity, _ message: String) {
         var buffer = Transport.allocator.buffer(capacity: 64 + message.utf8.count)
@@ -208,7 +205,9 @@ extension ClientSession {
         self.deliverAsync(buffer)
     }
 
-    private func deliverAsync(_ message: ByteBuffer) {
+    /// An asynchronous message for this client (a NotificationResponse, the agent's notice), delivered between
+    /// its messages.
+    func deliverAsync(_ message: ByteBuffer) {
         guard self.loggedIn, self.state == .active || self.state == .waiting || self.state == .syncing, let pool = self.pool else { return }
         self.asyncMessages.append(message)
         if self.asyncMessages.count > pool.settings.notificationQueue {

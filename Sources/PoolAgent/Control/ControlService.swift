@@ -372,7 +372,7 @@ final class ControlService: @unchecked Sendable {  // Confined to the agent's ev
         return [
             "pin": .string(pool.settings.pin.rawValue),
             "pinned": JSONValue(pool.pinnedClients),
-            "max_pinned": JSONValue(pool.settings.pinnedLimit(size: pool.configuration.size)),
+            "max_pinned": JSONValue(pool.pinnedLimit),
             "pins": byReason(pool.stats.pins),
             "unpins": byReason(pool.stats.unpins),
             "pin_refusals": JSONValue(pool.stats.pinRefusals),

@@ -52,7 +52,7 @@ extension AgentRuntime {
         family("poolagent_statement_bytes", "gauge", "Statement text the pool keeps for its clients' named statements.") { $0.statements.bytes }
         family("poolagent_statement_budget_bytes", "gauge", "The pool's statement_budget.") { $0.statements.budget }
         family("poolagent_pinned_clients", "gauge", "Transaction-mode clients pinned to their server.") { $0.pinnedClients }
-        family("poolagent_max_pinned", "gauge", "The pool's max_pinned.") { $0.settings.pinnedLimit(size: $0.configuration.size) }
+        family("poolagent_max_pinned", "gauge", "The pool's max_pinned.") { $0.pinnedLimit }
         family("poolagent_pin_refusals_total", "counter", "Statements refused or clients closed because a pin was not allowed.") { $0.stats.pinRefusals }
         func byReason(_ name: String, _ help: String, _ counts: (Pool) -> [String: Int]) {
             text += "# HELP \(name) \(help)\n# TYPE \(name) counter\n"

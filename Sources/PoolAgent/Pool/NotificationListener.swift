@@ -205,7 +205,8 @@ final class NotificationListener: TransportDelegate, @unchecked Sendable {  // C
     func close(reason: String) {
         self.retry?.cancel()
         self.retry = nil
-        if reason != "no client listens" { self.subscribers = [:] }
+        self.subscribers = [:]
+        self.waiters = [:]
         guard let transport = self.transport else {
             self.state = .closed
             return
@@ -237,7 +238,7 @@ final class NotificationListener: TransportDelegate, @unchecked Sendable {  // C
                         // One copy, shared by every client's queue.
                         var message = ByteBufferAllocator().buffer(capacity: cursor - start)
                         message.writeImmutableBuffer(buffer.getSlice(at: start, length: cursor - start)!)
-                        for client in clients.values { client.deliverNotification(message) }
+                        for client in clients.values { client.deliverAsync(message) }
                         self.pool.stats.notifications += clients.count
                     case BackendMessageID.errorResponse:
                         var slice = body!.slice(of: buffer)

@@ -39,6 +39,8 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     var lastErrorAt: Moment?
     /// Transaction mode: clients holding a slot of `max_pinned`.
     var pinnedClients = 0
+    /// Transaction mode: pinned clients allowed at once now.
+    var pinnedLimit: Int { self.settings.pinnedLimit(size: self.configuration.size) }
     /// Tells the agent a client's pins changed: (client, pins now, added, removed).
     var onPinChange: ((ClientSession, SessionEffects.Pins, SessionEffects.Pins, SessionEffects.Pins) -> Void)?
     /// Tells the agent the listener connection went down (with why) or came back.
