@@ -245,6 +245,8 @@ extension ServerProtocolMachine {
             case .parse(.client(let statement, let intent)):
                 if let statement {
                     if let confirmed = kept[statement] {
+                        // Its own pending entry goes; with an unconfirmed Close skipped too, the statement is uncertain.
+                        if !confirmed { self.prepared.removeValue(forKey: statement) }
                         self.restore(statement, confirmed: confirmed)
                     } else {
                         self.prepared.removeValue(forKey: statement)
@@ -269,9 +271,12 @@ extension ServerProtocolMachine {
     }
 
     /// A statement whose Close the server skipped or refused is still there, if its Parse had been answered;
-    /// if not, whether it exists depends on that Parse, and the server's statements are in doubt.
+    /// if not, whether it exists depends on that Parse: it is `uncertain` (a later Parse of it closes it first,
+    /// nothing waits for it), and the server's statements are in doubt.
     mutating func restore(_ id: Int, confirmed: Bool) {
         guard confirmed else {
+            // A Parse of it still to come (behind a later Sync) settles it instead.
+            if self.prepared[id] == nil { self.uncertain.insert(id) }
             self.statementsInDoubt = true
             return
         }

@@ -170,6 +170,10 @@ public struct ServerProtocolMachine: Sendable {
 
     /// The agent's statements on this server.
     @usableFromInline var prepared: [Int: Prepared] = [:]
+    /// Statements that may or may not exist on this server: a Close of one was skipped or refused before its
+    /// Parse had been answered. Not in `prepared` (a message sees them absent); a new Parse of one closes it
+    /// first. Nothing waits on them.
+    @usableFromInline var uncertain: Set<Int> = []
     @usableFromInline var statementClock: UInt64 = 0
     /// Most statements kept on this server; the least recently used is closed to make room.
     public let statementLimit: Int
@@ -301,17 +305,19 @@ public struct ServerProtocolMachine: Sendable {
     public func holds(_ id: Int) -> Bool { self.prepared[id] != nil }
 
     /// Notes that the agent's statement `id` is being prepared here (its Parse goes out next); returns the
-    /// least recently used one to close first, with whether its own Parse had been answered, when the server
-    /// already holds `statementLimit` of them.
-    public mutating func prepare(_ id: Int) -> (id: Int, confirmed: Bool)? {
-        var evicted: (id: Int, confirmed: Bool)? = nil
+    /// statements to close first, each with whether its own Parse had been answered: the least recently used
+    /// one when the server already holds `statementLimit` of them, and `id` itself when it may exist
+    /// (`uncertain`), so the Parse cannot fail for a name the server already has.
+    public mutating func prepare(_ id: Int) -> [(id: Int, confirmed: Bool)] {
+        var closes: [(id: Int, confirmed: Bool)] = []
         if self.prepared.count >= self.statementLimit, let oldest = self.prepared.min(by: { $0.value.lastUse < $1.value.lastUse }) {
             self.prepared.removeValue(forKey: oldest.key)
-            evicted = (oldest.key, oldest.value.pendingSince == nil)
+            closes.append((oldest.key, oldest.value.pendingSince == nil))
         }
+        if self.uncertain.remove(id) != nil { closes.append((id, false)) }
         self.statementClock += 1
         self.prepared[id] = Prepared(lastUse: self.statementClock, pendingSince: self.syncsSent)
-        return evicted
+        return closes
     }
 
     /// Notes that the agent's statement `id`, present here, is closed and parsed again (see `Pending.replace`);
@@ -326,11 +332,13 @@ public struct ServerProtocolMachine: Sendable {
     /// The server answered the Parse of statement `id`.
     mutating func confirm(_ id: Int) {
         self.prepared[id]?.pendingSince = nil
+        self.uncertain.remove(id)
     }
 
     /// The agent ran DEALLOCATE ALL (and UNLISTEN *): the server holds none of its statements.
     public mutating func sessionStateReset() {
         self.prepared.removeAll()
+        self.uncertain.removeAll()
         self.statementsInDoubt = false
         self.listening = false
     }
@@ -348,6 +356,7 @@ public struct ServerProtocolMachine: Sendable {
                 }
             }
             self.prepared = self.prepared.filter { later.contains($0.key) }
+            self.uncertain.removeAll()
             // A Close still owed was counted on a statement that is gone now: if it is skipped, nothing stays.
             for index in self.head..<self.entries.count {
                 switch self.entries[index] {

@@ -370,7 +370,7 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
     @Test func theAgentsParseIsSwallowedAndItsStatementKept() {
         var machine = Machine(statementLimit: 2)
         let evicted = machine.prepare(1)
-        #expect(evicted == nil)
+        #expect(evicted.isEmpty)
         machine.play([
             .sent(.parse(.agent(statement: 1))), .sent(.bind), .sent(.sync(certain: true)),
             .server(Server.parseComplete, .swallow), bindComplete, .ready(),
@@ -393,7 +393,7 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         var machine = Machine(statementLimit: 1)
         _ = machine.prepare(1)
         let evicted = machine.prepare(2)
-        #expect(evicted?.id == 1 && evicted?.confirmed == false)
+        #expect(evicted.count == 1 && evicted.first?.id == 1 && evicted.first?.confirmed == false)
         machine.play([
             .sent(.parse(.agent(statement: 1))), .sent(.evict(1, confirmed: false)), .sent(.parse(.agent(statement: 2))),
             .sent(.sync(certain: true)), .error(), .ready(),
@@ -441,6 +441,35 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         #expect(!machine.holds(5))
     }
 
+    @Test func aStatementParsedAnewBehindADiscardAllAndSkippedIsNeitherWaitedForNorTrusted() {
+        // A pipeline: DISCARD ALL, a Bind that fails, then a Parse of the shared statement (Close and Parse
+        // anew). The DISCARD's tag makes the Close unconfirmed; the error skips both. Nothing is owed after,
+        // so nothing may wait for the statement; it may or may not exist, so its next Parse closes it first.
+        var machine = Machine(statementLimit: 4)
+        _ = machine.prepare(3)
+        machine.play([.sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)), .server(Server.parseComplete, .swallow), .ready()])
+        machine.play([.sent(.query), .sent(.bind), .sent(.execute), .sent(.describe)])
+        let confirmed = machine.reprepare(3)
+        #expect(confirmed)
+        machine.play([.sent(.replace(3, confirmed: true)), .sent(.parse(.client(statement: 3, intent: 1))), .sent(.sync(certain: true))])
+        machine.commandTag(.statementsDropped)
+        machine.play([
+            .events([.clientStatementsDropped]), .complete(), .ready(),
+            .error(sqlState: "26000"), .events([.intent(1, done: false)]), .ready(),
+        ])
+        #expect(machine.owed.isEmpty)
+        #expect(machine.presence(of: 3) == .absent, "nothing owed can settle it: a message waiting for it would wait forever")
+        #expect(machine.statementsInDoubt)
+        let closes = machine.prepare(3)
+        #expect(closes.count == 1 && closes.first?.id == 3 && closes.first?.confirmed == false, "closed before it is parsed again")
+        machine.play([
+            .sent(.evict(3, confirmed: false)), .sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)),
+            .server(Server.closeComplete, .swallow), .server(Server.parseComplete, .swallow), .ready(),
+        ])
+        #expect(machine.presence(of: 3) == .present)
+        #expect(machine.prepare(4).isEmpty)
+    }
+
     @Test func anExecutesCopyThatReadItsSyncLeavesTheTransactionOpenUntilTheNext() {
         var machine = Machine()
         machine.play([
@@ -458,7 +487,7 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         _ = machine.prepare(1)
         machine.play([.sent(.parse(.agent(statement: 1))), .sent(.sync(certain: true)), .server(Server.parseComplete, .swallow), .ready()])
         let evicted = machine.prepare(2)
-        #expect(evicted?.id == 1 && evicted?.confirmed == true)
+        #expect(evicted.count == 1 && evicted.first?.id == 1 && evicted.first?.confirmed == true)
         machine.play([.sent(.execute), .sent(unnamedParse), .sent(.evict(1, confirmed: true)), .sent(.sync(certain: true))])
         machine.commandTag(.statementsDropped)
         machine.play([.events([.clientStatementsDropped]), .complete(), .error(), .ready()])
@@ -486,7 +515,7 @@ private let unnamedParse = Machine.Pending.parse(.client(statement: nil, intent:
         machine.play([.server(Server.parseComplete, .swallow), .server(Server.parseComplete, .swallow), .ready()])
         #expect(machine.presence(of: 1) == .present)
         let evicted = machine.prepare(3)
-        #expect(evicted?.id == 2 && evicted?.confirmed == true)
+        #expect(evicted.count == 1 && evicted.first?.id == 2 && evicted.first?.confirmed == true)
         machine.play([
             .sent(unnamedParse), .sent(.evict(2, confirmed: true)), .sent(.parse(.agent(statement: 3))), .sent(.sync(certain: true)),
             .error(), .ready(),

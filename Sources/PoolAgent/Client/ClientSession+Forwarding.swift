@@ -53,14 +53,16 @@ extension ClientSession {
                 return false
             }
         }
-        /// Room for statement `id` on the server: the LRU's oldest is closed first when it is full.
+        /// Room for statement `id` on the server: the LRU's oldest is closed first when it is full, and `id`
+        /// itself when the server may still have it.
         func ensureRoom(for id: Int) -> Bool {
-            guard let evicted = server.prepareStatement(id) else { return true }
-            var out = server.allocator.buffer(capacity: 64)
-            TargetMessage(kind: TargetMessage.statement, name: pool.statements.serverName(evicted.id))
-                .encode(into: &out, type: FrontendMessageID.close)
-            guard record(.evict(evicted.id, confirmed: evicted.confirmed)) else { return false }
-            server.write(out)
+            for evicted in server.prepareStatement(id) {
+                var out = server.allocator.buffer(capacity: 64)
+                TargetMessage(kind: TargetMessage.statement, name: pool.statements.serverName(evicted.id))
+                    .encode(into: &out, type: FrontendMessageID.close)
+                guard record(.evict(evicted.id, confirmed: evicted.confirmed)) else { return false }
+                server.write(out)
+            }
             return true
         }
         /// Makes sure the server has statement `id` for the message at `start`, sending the agent's Parse (and
@@ -70,7 +72,7 @@ extension ClientSession {
             case .present:
                 return true
             case .unresolved:
-                ending = .stall(start)
+                ending = .stall(start, onServer: true)
                 return false
             case .absent:
                 break
@@ -95,7 +97,7 @@ extension ClientSession {
             switch self.statements.lookup(name, syncs: server.syncsSent) {
             case .unresolved:
                 passRun(until: start)
-                ending = .stall(start)
+                ending = .stall(start, onServer: true)
                 return false
             case .absent:
                 return record(pending)
@@ -121,7 +123,7 @@ extension ClientSession {
                 return true
             case .waitForListener:
                 passRun(until: start)
-                ending = .stall(start)
+                ending = .stall(start, onServer: false)
             case .refuse(let error) where simpleQuery:
                 replace(from: start)
                 var out = server.allocator.buffer(capacity: 256)
@@ -195,7 +197,7 @@ extension ClientSession {
                         switch self.statements.lookup(parse.statement, syncs: server.syncsSent) {
                         case .unresolved:
                             passRun(until: start)
-                            ending = .stall(start)
+                            ending = .stall(start, onServer: true)
                             break scan
                         case .exists(let id):
                             // PostgreSQL parses the text, then refuses the name (42P05): so does the server.
@@ -221,7 +223,7 @@ extension ClientSession {
                             if presence == .unresolved {
                                 pool.statements.release(id)
                                 passRun(until: start)
-                                ending = .stall(start)
+                                ending = .stall(start, onServer: true)
                                 break scan
                             }
                             replace(from: start)
@@ -308,7 +310,12 @@ extension ClientSession {
             self.releaseIfIdle()
         case .terminate:
             self.close(reason: "client sent Terminate")
-        case .stall(let start):
+        case .stall(let start, let onServer):
+            // What the message waits for must come from the server: with nothing owed it never would.
+            if onServer && server.owesNothing {
+                server.close(reason: "protocol state in doubt: a client message waits for an answer the server does not owe")
+                return
+            }
             self.stall(buffer.getSlice(at: start, length: buffer.writerIndex - start)!)
         case .invalid(let type):
             self.protocolViolation("invalid frontend message type \(type)")
@@ -323,8 +330,9 @@ extension ClientSession {
 /// Why forwarding stopped before the end of the client's bytes.
 private enum Ending {
     case terminate
-    /// The message at this index waits for the server's answer to an earlier one.
-    case stall(Int)
+    /// The message at this index waits for the server's answer to an earlier one (`onServer`), or for the
+    /// pool's listener.
+    case stall(Int, onServer: Bool)
     case invalid(UInt8)
     case limit(ErrorResponse)
     case serverInDoubt(String)

@@ -142,6 +142,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     /// Something sent to the server is still unanswered (for `query_timeout`, cancels and idle timeouts).
     var isBusy: Bool { !self.machine.isIdle || self.internalQuery != nil }
+    /// No answer is owed to anything sent, the agent's own queries included.
+    var owesNothing: Bool { self.machine.owed.isEmpty && self.internalQuery == nil }
 
     /// The client is done with this server. `clean` is false when the client stopped in the middle of a
     /// message. The server is rolled back and reset (session state the agent does not track is cleared), or
@@ -348,8 +350,8 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
     /// whether its earlier Parse had been answered.
     func reprepareStatement(_ id: Int) -> Bool { self.machine.reprepare(id) }
 
-    /// Notes that statement `id` is being prepared here; returns one to close first to make room.
-    func prepareStatement(_ id: Int) -> (id: Int, confirmed: Bool)? { self.machine.prepare(id) }
+    /// Notes that statement `id` is being prepared here; returns those to close first (see `ServerProtocolMachine.prepare`).
+    func prepareStatement(_ id: Int) -> [(id: Int, confirmed: Bool)] { self.machine.prepare(id) }
 
     var preparedCount: Int { self.machine.preparedCount }
     var skippingUntilSync: Bool { self.machine.skippingUntilSync }
