@@ -61,6 +61,12 @@ public struct SessionEffects: Equatable, Sendable {
 
     /// Reads `text` (SQL in the client encoding; only ASCII matters to the lexer).
     public static func scan<Bytes: Collection<UInt8>>(_ text: Bytes) -> SessionEffects where Bytes.Index == Int {
+        if Self.certainlyNone(text) { return SessionEffects() }
+        return Self.lex(text)
+    }
+
+    /// The lexer's full reading, without the prefilter (`scan` is the same, only faster on most texts).
+    public static func lex<Bytes: Collection<UInt8>>(_ text: Bytes) -> SessionEffects where Bytes.Index == Int {
         var lexer = Lexer(text: text)
         var effects = SessionEffects()
         var statement: [Token] = []
@@ -104,6 +110,75 @@ public struct SessionEffects: Equatable, Sendable {
     }
 
     private static let laterWords: Set<String> = ["with", "hold", "into", "temp", "temporary", "on", "commit", "drop"]
+
+    /// The first words `classify` acts on: a text that starts with any other can only matter through a
+    /// function name or INTO TEMP (or through a later statement).
+    private static let firstWords: Set<String> = [
+        "listen", "unlisten", "set", "reset", "discard", "deallocate", "close", "drop", "commit", "end", "rollback",
+        "abort", "prepare", "declare", "create", "do",
+    ]
+
+    /// True only when the lexer would find nothing: one statement (a `;` at most at the very end) whose first
+    /// word is none of `firstWords`, with no `temp`, `advisory` or `set_config` anywhere (any case). One pass
+    /// over the bytes, nothing allocated: the statements applications run all day (SELECT, INSERT, UPDATE,
+    /// DELETE, WITH, BEGIN) skip the lexer. Anything else, comments and quoted first words included, is lexed.
+    public static func certainlyNone<Bytes: Collection<UInt8>>(_ text: Bytes) -> Bool where Bytes.Index == Int {
+        var index = text.startIndex
+        let end = text.endIndex
+        func isSpace(_ byte: UInt8) -> Bool {
+            byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r")
+                || byte == 0x0C || byte == 0
+        }
+        while index < end, isSpace(text[index]) { index += 1 }
+        guard index < end else { return true }
+        guard Lexer<Bytes>.isIdentifierStart(text[index]) else { return false }
+        // The first word, folded, compared without building a string unless it is short enough to be one of them.
+        let wordStart = index
+        while index < end, Lexer<Bytes>.isIdentifierPart(text[index]) { index += 1 }
+        if index - wordStart <= 10 {
+            var word = ""
+            for at in wordStart..<index {
+                let byte = text[at]
+                word.unicodeScalars.append(Unicode.Scalar(byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte))
+            }
+            if Self.firstWords.contains(word) { return false }
+        }
+        // The first word may itself be a function's name.
+        index = wordStart
+        while index < end {
+            let byte = text[index]
+            if byte == UInt8(ascii: ";") {
+                // Only a final one: another statement may follow it.
+                var rest = index + 1
+                while rest < end, isSpace(text[rest]) { rest += 1 }
+                return rest == end
+            }
+            switch byte | 0x20 {
+            case UInt8(ascii: "t"):
+                if Self.folded(text, at: index, equals: "temp") { return false }
+            case UInt8(ascii: "a"):
+                if Self.folded(text, at: index, equals: "advisory") { return false }
+            case UInt8(ascii: "s"):
+                if Self.folded(text, at: index, equals: "set_config") { return false }
+            default:
+                break
+            }
+            index += 1
+        }
+        return true
+    }
+
+    /// The bytes at `index` are `word` (lower-case ASCII), ASCII letters compared without case.
+    private static func folded<Bytes: Collection<UInt8>>(_ text: Bytes, at index: Int, equals word: StaticString) -> Bool where Bytes.Index == Int {
+        guard index + word.utf8CodeUnitCount <= text.endIndex else { return false }
+        let expected = word.utf8Start
+        for offset in 0..<word.utf8CodeUnitCount {
+            let byte = text[index + offset]
+            let lowered = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte
+            if lowered != expected[offset] { return false }
+        }
+        return true
+    }
 
     private mutating func function(_ name: String) {
         switch name {
@@ -226,12 +301,12 @@ struct Lexer<Bytes: Collection<UInt8>> where Bytes.Index == Int {
         return at < self.text.endIndex ? self.text[at] : nil
     }
 
-    private static func isIdentifierStart(_ byte: UInt8) -> Bool {
+    static func isIdentifierStart(_ byte: UInt8) -> Bool {
         (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
             || byte == UInt8(ascii: "_") || byte >= 0x80
     }
 
-    private static func isIdentifierPart(_ byte: UInt8) -> Bool {
+    static func isIdentifierPart(_ byte: UInt8) -> Bool {
         Self.isIdentifierStart(byte) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "$")
     }
 

@@ -18,6 +18,41 @@ import Testing
         }
     }
 
+    @Test func thePrefilterPassesEverydayStatementsAndNeverHidesAnEffect() {
+        for text in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 62158;", "  select 1 ;\n", "INSERT INTO t VALUES ($1, $2)",
+            "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", "BEGIN", "WITH a AS (SELECT 1) SELECT * FROM a", "",
+        ] {
+            #expect(SessionEffects.certainlyNone(Array(text.utf8)), "\(text)")
+        }
+        for text in [
+            "SELECT 1; SET x = 1", "select pg_advisory_lock(1)", "SELECT * INTO TEMP t FROM x", "set work_mem = 1",
+            "/* c */ SET x = 1", "SELECT set_config('a', 'b', false)", "\"set\" x", "DO $$ BEGIN END $$",
+        ] {
+            #expect(!SessionEffects.certainlyNone(Array(text.utf8)), "\(text)")
+        }
+        // Random texts from the fragments that matter: the prefilter's answer never differs from the lexer's.
+        let fragments = [
+            "SELECT", "select", "SeT", "set", "LISTEN", "unlisten", "reset", "DISCARD", "deallocate", "close", "drop",
+            "COMMIT", "end", "rollback", "abort", "prepare", "DECLARE", "create", "do", "temp", "TEMPORARY", "into",
+            "INTO", "with", "hold", "on", "pg_advisory_lock", "PG_ADVISORY_UNLOCK", "set_config", "(", ")", ";", " ",
+            "\n", "'", "''", "\"", "E'\\''", "$$", "$x$", "$1", "--", "/*", "*/", "*", "x", "t", "1", "\0", "é",
+        ]
+        var generator = SystemRandomNumberGenerator()
+        var agreeing = 0
+        for _ in 0..<20_000 {
+            let count = Int.random(in: 0...8, using: &generator)
+            let text = (0..<count).map { _ in fragments.randomElement(using: &generator)! }.joined(separator: Bool.random(using: &generator) ? " " : "")
+            let bytes = Array(text.utf8)
+            if SessionEffects.certainlyNone(bytes) {
+                #expect(SessionEffects.lex(bytes).isEmpty, "\(text)")
+            }
+            #expect(SessionEffects.scan(bytes) == SessionEffects.lex(bytes), "\(text)")
+            agreeing += 1
+        }
+        #expect(agreeing == 20_000)
+    }
+
     @Test func listenAndUnlistenNameChannelsAsPostgreSQLDoes() {
         let effects = self.scan("LISTEN Jobs; listen \"Mixed \"\"Case\"\"\"; UNLISTEN jobs; UNLISTEN *")
         #expect(effects.listens == [.listen("jobs"), .listen("Mixed \"Case\""), .unlisten("jobs"), .unlistenAll])
