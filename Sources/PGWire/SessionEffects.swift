@@ -113,13 +113,13 @@ public struct SessionEffects: Equatable, Sendable {
 
     /// The first words `classify` acts on: a text that starts with any other can only matter through a
     /// function name or INTO TEMP (or through a later statement).
-    private static let firstWords: Set<String> = [
+    private static let firstWordList: [StaticString] = [
         "listen", "unlisten", "set", "reset", "discard", "deallocate", "close", "drop", "commit", "end", "rollback",
         "abort", "prepare", "declare", "create", "do",
     ]
 
     /// True only when the lexer would find nothing: one statement (a `;` at most at the very end) whose first
-    /// word is none of `firstWords`, with no `temp`, `advisory` or `set_config` anywhere (any case). One pass
+    /// word is none of `firstWordList`, with no `temp`, `advisory` or `set_config` anywhere (any case). One pass
     /// over the bytes, nothing allocated: the statements applications run all day (SELECT, INSERT, UPDATE,
     /// DELETE, WITH, BEGIN) skip the lexer. Anything else, comments and quoted first words included, is lexed.
     public static func certainlyNone<Bytes: Collection<UInt8>>(_ text: Bytes) -> Bool where Bytes.Index == Int {
@@ -132,16 +132,12 @@ public struct SessionEffects: Equatable, Sendable {
         while index < end, isSpace(text[index]) { index += 1 }
         guard index < end else { return true }
         guard Lexer<Bytes>.isIdentifierStart(text[index]) else { return false }
-        // The first word, folded, compared without building a string unless it is short enough to be one of them.
+        // The first word, compared folded in place with those of the same length.
         let wordStart = index
         while index < end, Lexer<Bytes>.isIdentifierPart(text[index]) { index += 1 }
-        if index - wordStart <= 10 {
-            var word = ""
-            for at in wordStart..<index {
-                let byte = text[at]
-                word.unicodeScalars.append(Unicode.Scalar(byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte))
-            }
-            if Self.firstWords.contains(word) { return false }
+        let length = index - wordStart
+        for candidate in Self.firstWordList where candidate.utf8CodeUnitCount == length {
+            if Self.folded(text, at: wordStart, equals: candidate) { return false }
         }
         // The first word may itself be a function's name.
         index = wordStart

@@ -16,9 +16,27 @@ public struct AgentLogHandler: LogHandler {
     }
 
     public var logLevel: Logger.Level
-    public var metadata: Logger.Metadata = [:]
+    public var metadata: Logger.Metadata {
+        get {
+            var all = self.other
+            if let client = self.client { all[LogKey.client] = .string(client) }
+            if let pool = self.pool { all[LogKey.pool] = .string(pool) }
+            return all
+        }
+        set {
+            self.client = nil
+            self.pool = nil
+            self.other = [:]
+            for (key, value) in newValue { self[metadataKey: key] = value }
+        }
+    }
     public var metadataProvider: Logger.MetadataProvider?
     let format: Format
+    /// Every client's logger carries its id and pool: kept as plain strings, not in a dictionary of its own,
+    /// so an idle client costs no metadata storage.
+    private var client: String?
+    private var pool: String?
+    private var other: Logger.Metadata = [:]
 
     public init(format: Format, level: Logger.Level) {
         self.format = format
@@ -26,8 +44,25 @@ public struct AgentLogHandler: LogHandler {
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { self.metadata[key] }
-        set { self.metadata[key] = newValue }
+        get {
+            switch key {
+            case LogKey.client: self.client.map { .string($0) } ?? self.other[key]
+            case LogKey.pool: self.pool.map { .string($0) } ?? self.other[key]
+            default: self.other[key]
+            }
+        }
+        set {
+            switch (key, newValue) {
+            case (LogKey.client, .string(let text)?): self.client = text
+            case (LogKey.client, nil): self.client = nil
+            case (LogKey.pool, .string(let text)?): self.pool = text
+            case (LogKey.pool, nil): self.pool = nil
+            default:
+                // Any other value of a dedicated key lives in the dictionary instead.
+                if key == LogKey.client { self.client = nil } else if key == LogKey.pool { self.pool = nil }
+                self.other[key] = newValue
+            }
+        }
     }
 
     public func log(event: LogEvent) {

@@ -238,6 +238,13 @@ where Instant.Duration == Duration {
     }
 
     /// Past its lifetime or from an older generation (reconnect, changed upstream): closed when released.
+    /// `isRetired`, read in place: on a machine kept in a class property the non-mutating call copies the
+    /// whole machine (its collections retained and released) every time.
+    @inlinable
+    public mutating func checkRetired(_ connection: Connection, now: Instant) -> Bool {
+        self.isRetired(connection, now: now)
+    }
+
     public func isRetired(_ connection: Connection, now: Instant) -> Bool {
         guard let info = self.info[connection] else { return false }
         if info.generation < self.generation { return true }

@@ -77,7 +77,7 @@ extension ClientSession {
     /// The pool and method for a startup that passed the login's own checks.
     private func decide(_ startup: LoginMachine.Startup) -> LoginMachine.Decision {
         self.startup = startup.message
-        self.logger[metadataKey: LogKey.pool] = "\(startup.database)"
+        self.logger[metadataKey: LogKey.pool] = .string(startup.database)
         // A database no pool is configured for is served by the template, whose pool is made after the login.
         let name: String
         if self.runtime.isAdminConsole(startup.database) {

@@ -34,10 +34,18 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     /// The client's IP address as bytes (4 or 16), for address rules.
     private(set) var remoteAddressBytes: [UInt8]?
     var state: State = .startup
-    /// The login, until the client has joined its pool.
-    var login = LoginMachine(tlsOffered: false, tlsRequired: false)
+    /// The login, until the client has logged in: then let go, so an idle client does not keep it.
+    var login: LoginMachine {
+        get { self.loginBox?.machine ?? LoginMachine(tlsOffered: false, tlsRequired: false) }
+        _modify {
+            if self.loginBox == nil { self.loginBox = LoginBox(LoginMachine(tlsOffered: false, tlsRequired: false)) }
+            yield &self.loginBox!.machine
+        }
+    }
+    private var loginBox: LoginBox? = LoginBox(LoginMachine(tlsOffered: false, tlsRequired: false))
     /// TLS was negotiated: everything after the SSLRequest is encrypted.
-    var tlsActive: Bool { self.login.tlsActive }
+    var tlsActive: Bool { self.loginBox?.machine.tlsActive ?? self.loggedInWithTLS }
+    private var loggedInWithTLS = false
     /// The certificate hash this connection's TLS uses, for SCRAM-SHA-256-PLUS.
     var serverEndPoint: [UInt8]?
     /// The startup packet, once the login passed it.
@@ -60,9 +68,17 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     let connectedAt: Moment = .now
     /// The last time the client sent anything, for `client_idle_timeout` and `idle_in_transaction_timeout`.
     private(set) var lastActivity: Moment = .now
-    private(set) var peer = "unknown"
+    /// The client's TCP port (0 on the Unix socket).
+    private var remotePort: UInt16 = 0
+    /// The peer as messages and logs name it: made when needed, not kept for every idle client.
+    var peer: String {
+        self.remoteAddressBytes == nil ? self.peerHost : "\(self.peerHost) port \(self.remotePort)"
+    }
     /// The peer without its port, for messages to the client.
-    private(set) var peerHost = "unknown"
+    var peerHost: String {
+        guard let bytes = self.remoteAddressBytes else { return self.transport == nil ? "unknown" : "the Unix socket" }
+        return "host \"\(Self.text(ofAddress: bytes))\""
+    }
     private(set) var closeReason: String?
     /// The client broke the protocol; its server may hold a partial message.
     private var dirty = false
@@ -110,11 +126,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         self.isUnixSocket = unix
         if !unix, let address = transport.peerAddress(), !address.address.isEmpty {
             self.remoteAddressBytes = address.address
-            self.peerHost = "host \"\(Self.text(ofAddress: address.address))\""
-            self.peer = "\(self.peerHost) port \(address.port)"
-        } else {
-            self.peerHost = "the Unix socket"
-            self.peer = self.peerHost
+            self.remotePort = UInt16(truncatingIfNeeded: address.port)
         }
         self.runtime.clientOpened(self)
         let auth = self.runtime.authenticator
@@ -259,6 +271,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         buffer.writeReadyForQuery(.idle)
         self.transport.writeAndFlush(buffer)
         self.loggedIn = true
+        self.loggedInWithTLS = self.tlsActive
+        self.loginBox = nil
         self.logger.debug("client logged in")
     }
 
@@ -564,4 +578,13 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
 extension Duration {
     var timeAmount: TimeAmount { .nanoseconds(Int64(self.seconds * 1e9)) }
+}
+
+/// The login machine of a client still logging in, held by reference so a logged-in client drops it.
+final class LoginBox {
+    var machine: LoginMachine
+
+    init(_ machine: LoginMachine) {
+        self.machine = machine
+    }
 }

@@ -232,7 +232,7 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         self.stats.releases += 1
         let now = self.eventLoop.time
         // Recycled at release (lifetime, reconnect) counts as the janitor's recycling does.
-        if reusable, self.machine.isRetired(SerialID(server.id), now: now) { self.stats.recycles += 1 }
+        if reusable, self.machine.checkRetired(SerialID(server.id), now: now) { self.stats.recycles += 1 }
         self.perform(self.machine.connectionReleased(SerialID(server.id), reusable: reusable, now: now))
     }
 

@@ -6,6 +6,10 @@ import NIOPosix
 import PGWire
 import PoolCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A server connection on the agent's event loop.
 ///
 /// Bytes from the server are scanned in place and forwarded to the linked client as slices. Each message is
@@ -562,32 +566,60 @@ final class ServerConnection: TransportDelegate, @unchecked Sendable {  // Confi
 
     /// Command tags that change more than the transaction: statements, listening, settings.
     private func commandTag(_ captured: MessageBody, in buffer: ByteBuffer, client: ClientSession?) {
-        let tag = captured.slice(of: buffer).readableBytesView
-        if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "DEALLOCATE ALL".utf8) {
+        // Read in place; the tags of everyday statements (SELECT, INSERT, UPDATE, BEGIN, COMMIT …) start with
+        // none of the letters below and cost one comparison.
+        captured.withBytes(in: buffer) { tag in
+            guard let first = tag.first else { return }
+            switch first {
+            case UInt8(ascii: "D"), UInt8(ascii: "L"), UInt8(ascii: "P"), UInt8(ascii: "R"):
+                break
+            case UInt8(ascii: "S") where Self.tag(tag, is: "SET\0"):
+                break
+            default:
+                return
+            }
+            self.sessionTag(tag, client: client)
+        }
+    }
+
+    /// A tag that may matter beyond its statement: what it did to the server's statements, LISTEN and settings.
+    private func sessionTag(_ tag: UnsafeRawBufferPointer, client: ClientSession?) {
+        func starts(_ prefix: StaticString) -> Bool { Self.tag(tag, startsWith: prefix) }
+        func equals(_ text: StaticString) -> Bool { Self.tag(tag, is: text) }
+        if starts("DISCARD ALL") || starts("DEALLOCATE ALL") {
             self.machine.commandTag(.statementsDropped)
-        } else if tag.starts(with: "DISCARD".utf8) || tag.starts(with: "DEALLOCATE".utf8) || tag.starts(with: "PREPARE".utf8) {
+        } else if starts("DISCARD") || starts("DEALLOCATE") || starts("PREPARE") {
             self.machine.commandTag(.statementsChanged)
-        } else if tag.elementsEqual("DO\0".utf8) {
+        } else if equals("DO\0") {
             // A DO block can run PREPARE, DEALLOCATE and LISTEN without their tags.
             self.machine.commandTag(.statementsChanged)
             self.machine.commandTag(.listen)
-        } else if tag.starts(with: "LISTEN".utf8) {
+        } else if starts("LISTEN") {
             self.machine.commandTag(.listen)
             client?.listened = true
         }
         // Tags that say session state changed, whatever the lexer made of the text: read it before release.
         if self.sharesServer, client != nil, !self.sessionStateChanged,
-            tag.elementsEqual("SET\0".utf8) || tag.elementsEqual("RESET\0".utf8) || tag.starts(with: "DISCARD".utf8)
-                || tag.elementsEqual("PREPARE\0".utf8) || tag.starts(with: "DEALLOCATE".utf8) || tag.elementsEqual("DO\0".utf8)
-                || tag.starts(with: "DECLARE CURSOR".utf8) || (!self.relaysNotifications && tag.starts(with: "LISTEN".utf8))
+            equals("SET\0") || equals("RESET\0") || starts("DISCARD") || equals("PREPARE\0") || starts("DEALLOCATE")
+                || equals("DO\0") || starts("DECLARE CURSOR") || (!self.relaysNotifications && starts("LISTEN"))
         {
             self.sessionStateChanged = true
         }
         // DISCARD ALL and RESET undo settings the agent applied: sync again next time.
-        if tag.starts(with: "DISCARD ALL".utf8) || tag.starts(with: "RESET".utf8) {
+        if starts("DISCARD ALL") || starts("RESET") {
             self.appliedSettings = [:]
             self.settingsKey = nil
         }
+    }
+
+    private static func tag(_ tag: UnsafeRawBufferPointer, startsWith prefix: StaticString) -> Bool {
+        let count = prefix.utf8CodeUnitCount
+        guard tag.count >= count else { return false }
+        return memcmp(tag.baseAddress!, prefix.utf8Start, count) == 0
+    }
+
+    private static func tag(_ tag: UnsafeRawBufferPointer, is text: StaticString) -> Bool {
+        tag.count == text.utf8CodeUnitCount && Self.tag(tag, startsWith: text)
     }
 
     // MARK: Closing
