@@ -1,6 +1,6 @@
-"""Three attacks on transaction pooling, each as raw protocol against a running agent; exit 1 if any succeeds.
+"""Attacks on transaction pooling, each as raw protocol against a running agent; exit 1 if any succeeds.
 
-    reproductions.py leak|hijack|memory|all --agent-port P --agent-pid PID --pg-host H --pg-port P [--user U]
+    reproductions.py leak|hijack|memory|wedge|all --agent-port P --agent-pid PID --pg-host H --pg-port P [--user U]
 
 leak     One client sends a COPY with its CopyDone in the same write, a failing Parse, then a stray CopyFail;
          another client's query then runs on the same server. The first must never receive the second's rows,
@@ -10,6 +10,8 @@ hijack   A client learns the shared statement names from pg_prepared_statements 
          statement must still run its own SQL. (Pool of one server.)
 memory   40 clients each prepare one distinct 4 MiB statement and leave; the agent's RSS must come back to
          within a few MiB of where it started.
+wedge    While one client holds a named statement, another pipelines DISCARD ALL, a failing Bind and a Parse
+         of the same text, then parses it again: that Parse must be answered. (Pool of one server.)
 """
 import argparse
 import os
@@ -111,6 +113,41 @@ def hijack(o):
     return None
 
 
+def wedge(o):
+    text = "SELECT $1::int + 1 AS n"
+    holder = connect(o)
+    holder.send(pgwire.parse("s1", text) + pgwire.sync())
+    holder.read_until({b"Z"})
+    other = connect(o)
+    try:
+        # One write, so the server stays with this client throughout. Nothing is named yet, so the DISCARD ALL
+        # goes out with the rest: the server already has the shared statement (the holder's), the Parse of
+        # s2 closes and makes it anew, the DISCARD's tag leaves that Close unconfirmed, and the failing Bind
+        # skips both. The Parse of s3, behind the next Sync, waits for that outcome: it must not wait forever.
+        other.send(pgwire.query("DISCARD ALL") + pgwire.bind("", "nothing") + pgwire.execute()
+                   + pgwire.parse("s2", text) + pgwire.sync()
+                   + pgwire.parse("s3", text) + pgwire.bind("", "s3", ["41"]) + pgwire.execute() + pgwire.sync())
+        try:
+            other.read_until({b"Z"}, timeout=10)
+            other.read_until({b"Z"}, timeout=10)
+            messages = other.read_until({b"Z"}, timeout=10)
+        except socket.timeout:
+            return "the Parse behind the skipped one was never answered: the client is wedged"
+        rows = rows_of(messages)
+        if len(rows) != 1 or not rows[0].endswith(b"42"):
+            return f"unexpected answer to the Parse, Bind and Execute: {messages}"
+        holder.send(pgwire.bind("", "s1", ["1"]) + pgwire.execute() + pgwire.sync())
+        rows = rows_of(holder.read_until({b"Z"}))
+        if len(rows) != 1 or not rows[0].endswith(b"2"):
+            return f"the holder's statement no longer runs: {rows}"
+    except pgwire.Closed as error:
+        return f"a connection was closed: {error}"
+    finally:
+        other.close()
+        holder.close()
+    return None
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -150,13 +187,13 @@ def memory(o):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["leak", "hijack", "memory", "all"])
+    parser.add_argument("scenario", choices=["leak", "hijack", "memory", "wedge", "all"])
     parser.add_argument("--agent-port", type=int, required=True)
     parser.add_argument("--agent-pid", type=int, default=0)
     parser.add_argument("--user", default="postgres")
     parser.add_argument("--database", default="postgres")
     o = parser.parse_args()
-    scenarios = ["leak", "hijack", "memory"] if o.scenario == "all" else [o.scenario]
+    scenarios = ["leak", "hijack", "memory", "wedge"] if o.scenario == "all" else [o.scenario]
     failed = False
     for name in scenarios:
         problem = globals()[name](o)

@@ -11,8 +11,9 @@ extension Integration {
         }
 
         /// One client's rows handed to another after a stray CopyFail; a shared statement redefined by another
-        /// client; statement texts kept after their clients left. Each must fail (Tests/Fuzz/reproductions.py).
-        @Test(arguments: ["leak", "hijack", "memory"])
+        /// client; statement texts kept after their clients left; a client wedged by a shared statement whose
+        /// Close and Parse were skipped behind a DISCARD ALL. Each must fail (Tests/Fuzz/reproductions.py).
+        @Test(arguments: ["leak", "hijack", "memory", "wedge"])
         func attackOnASharedServerFails(scenario: String) throws {
             guard let python = TestEnvironment.python else {
                 if TestEnvironment.isCI { Issue.record("POOLAGENT_TEST_PYTHON is not set; run scripts/test") }
