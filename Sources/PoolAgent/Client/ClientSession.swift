@@ -48,7 +48,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     private var loggedInWithTLS = false
     /// The certificate hash this connection's TLS uses, for SCRAM-SHA-256-PLUS.
     var serverEndPoint: [UInt8]?
-    /// The startup packet, once the login passed it.
+    /// The startup packet, from when the login passed it until the client has logged in.
     var startup: StartupMessage?
     /// Bytes the client sent while it waits for a server; sent once it has one.
     var pendingInput: ByteBuffer?
@@ -116,7 +116,9 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         self.logger[metadataKey: LogKey.client] = "\(id)"
     }
 
-    var user: String? { self.startup?.user }
+    var user: String? { self.startup?.user ?? self.loggedInUser }
+    /// The user once logged in, when the startup packet (all its parameters) is no longer kept.
+    private var loggedInUser: String?
 
     // MARK: Transport events
 
@@ -273,6 +275,9 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         self.loggedIn = true
         self.loggedInWithTLS = self.tlsActive
         self.loginBox = nil
+        // Its settings are in `startupSettings`; of the packet only the user is read from here on.
+        self.loggedInUser = self.startup?.user
+        self.startup = nil
         self.logger.debug("client logged in")
     }
 
