@@ -237,7 +237,6 @@ where Instant.Duration == Duration {
         return (self.connectionsToOpen(now: now), waiting.isEmpty ? nil : deadline)
     }
 
-    /// Past its lifetime or from an older generation (reconnect, changed upstream): closed when released.
     /// `isRetired`, read in place: on a machine kept in a class property the non-mutating call copies the
     /// whole machine (its collections retained and released) every time.
     @inlinable
@@ -245,6 +244,7 @@ where Instant.Duration == Duration {
         self.isRetired(connection, now: now)
     }
 
+    /// Past its lifetime or from an older generation (reconnect, changed upstream): closed when released.
     public func isRetired(_ connection: Connection, now: Instant) -> Bool {
         guard let info = self.info[connection] else { return false }
         if info.generation < self.generation { return true }
