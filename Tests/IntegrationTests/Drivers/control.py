@@ -12,18 +12,13 @@ import time
 import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from driver_support import check
 
 SOCKET, DOCUMENT, DATA_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 document = json.load(open(DOCUMENT))
 registry = Registry().with_resource("urn:openrpc", Resource(contents=document, specification=DRAFT202012))
 methods = {m["name"]: m for m in document["methods"]}
 errors = document["components"]["errors"]
-
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", flush=True)
-        sys.exit(1)
 
 
 def validate(schema, value, what):

@@ -6,15 +6,10 @@ a failed check prints what differed and exits 1.
 import asyncio
 import sys
 import threading
+from driver_support import check, dsn
 
 PORT = int(sys.argv[2])
-DSN = f"host=127.0.0.1 port={PORT} dbname=postgres user=postgres"
-
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", flush=True)
-        sys.exit(1)
+DSN = dsn(PORT)
 
 
 def psycopg_prepared():

@@ -11,14 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from driver_support import check
 
 AGENT, CONFIG, PATH = sys.argv[1], sys.argv[2], sys.argv[3]
-
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", flush=True)
-        sys.exit(1)
 
 
 def until(receiver, wanted, seconds=10):

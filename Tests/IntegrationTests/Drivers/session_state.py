@@ -6,15 +6,10 @@ max_pinned = 1 and pin_timeout = 2s. Exit status 0 means every check held.
 import asyncio
 import sys
 import time
+from driver_support import check, dsn
 
 PORT = int(sys.argv[2])
-DSN = f"host=127.0.0.1 port={PORT} dbname=postgres user=postgres"
-
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", flush=True)
-        sys.exit(1)
+DSN = dsn(PORT)
 
 
 async def connect():
