@@ -125,11 +125,7 @@ public struct SessionEffects: Equatable, Sendable {
     public static func certainlyNone<Bytes: Collection<UInt8>>(_ text: Bytes) -> Bool where Bytes.Index == Int {
         var index = text.startIndex
         let end = text.endIndex
-        func isSpace(_ byte: UInt8) -> Bool {
-            byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r")
-                || byte == 0x0C || byte == 0
-        }
-        while index < end, isSpace(text[index]) { index += 1 }
+        while index < end, Lexer<Bytes>.isSpace(text[index]) { index += 1 }
         guard index < end else { return true }
         guard Lexer<Bytes>.isIdentifierStart(text[index]) else { return false }
         // The first word, compared folded in place with those of the same length.
@@ -146,7 +142,7 @@ public struct SessionEffects: Equatable, Sendable {
             if byte == UInt8(ascii: ";") {
                 // Only a final one: another statement may follow it.
                 var rest = index + 1
-                while rest < end, isSpace(text[rest]) { rest += 1 }
+                while rest < end, Lexer<Bytes>.isSpace(text[rest]) { rest += 1 }
                 return rest == end
             }
             switch byte | 0x20 {
@@ -297,6 +293,12 @@ struct Lexer<Bytes: Collection<UInt8>> where Bytes.Index == Int {
         return at < self.text.endIndex ? self.text[at] : nil
     }
 
+    /// What separates tokens (a NUL too: the lexer reads up to the message's end, not a C string's).
+    static func isSpace(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r")
+            || byte == 0x0C || byte == 0
+    }
+
     static func isIdentifierStart(_ byte: UInt8) -> Bool {
         (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
             || byte == UInt8(ascii: "_") || byte >= 0x80
@@ -309,7 +311,7 @@ struct Lexer<Bytes: Collection<UInt8>> where Bytes.Index == Int {
     mutating func next() -> Token? {
         while let byte = self.byte() {
             switch byte {
-            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"), 0x0C, 0:
+            case _ where Self.isSpace(byte):
                 self.index += 1
             case UInt8(ascii: "-") where self.byte(1) == UInt8(ascii: "-"):
                 while let next = self.byte(), next != UInt8(ascii: "\n") { self.index += 1 }
