@@ -77,7 +77,6 @@ extension ClientSession {
     /// The pool and method for a startup that passed the login's own checks.
     private func decide(_ startup: LoginMachine.Startup) -> LoginMachine.Decision {
         self.startup = startup.message
-        self.logger[metadataKey: LogKey.pool] = .string(startup.database)
         // A database no pool is configured for is served by the template, whose pool is made after the login.
         let name: String
         if self.runtime.isAdminConsole(startup.database) {
@@ -98,10 +97,10 @@ extension ClientSession {
         }
         let kind = self.connectionKind
         let (method, rule) = self.runtime.authenticator.method(
-            kind: kind, address: self.remoteAddressBytes, database: name, user: startup.user
+            kind: kind, address: self.remoteAddress?.bytes, database: name, user: startup.user
         )
         let ruleText = rule.map { "auth rule \($0)" } ?? "the default for \(kind == .local ? "auth.unix" : "auth.tcp")"
-        self.logger.debug("authenticating", metadata: ["user": "\(startup.user)", "method": "\(method.rawValue)", "by": "\(ruleText)"])
+        if self.logs(.debug) { self.logger.debug("authenticating", metadata: ["user": "\(startup.user)", "method": "\(method.rawValue)", "by": "\(ruleText)"]) }
         switch method {
         case .trust:
             return .trust

@@ -150,7 +150,7 @@ extension ClientSession {
         server.holdsSessionState = !pins.isEmpty
         if pins.isEmpty { self.givePinSlotBack(pool) }
         if !added.isEmpty || !removed.isEmpty {
-            self.logger.debug("pins changed", metadata: ["pins": "\(pins.names)", LogKey.backendPID: "\(server.backendPID)"])
+            if self.logs(.debug) { self.logger.debug("pins changed", metadata: ["pins": "\(pins.names)", LogKey.backendPID: "\(server.backendPID)"]) }
             pool.onPinChange?(self, pins, added, removed)
         }
         return true

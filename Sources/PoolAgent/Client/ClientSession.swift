@@ -31,8 +31,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     private(set) var transport: Transport!
     /// The client came in on the Unix socket.
     private(set) var isUnixSocket = false
-    /// The client's IP address as bytes (4 or 16), for address rules.
-    private(set) var remoteAddressBytes: [UInt8]?
+    /// The client's IP address and TCP port (nil on the Unix socket), for address rules and messages.
+    private(set) var remoteAddress: PeerAddress?
     var state: State = .startup
     /// The login, until the client has logged in: then let go, so an idle client does not keep it.
     var login: LoginMachine {
@@ -50,8 +50,6 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     var serverEndPoint: [UInt8]?
     /// The startup packet, from when the login passed it until the client has logged in.
     var startup: StartupMessage?
-    /// Bytes the client sent while it waits for a server; sent once it has one.
-    var pendingInput: ByteBuffer?
     var pool: Pool?
     /// The admin console session, in state `admin`.
     var adminConsole: AdminConsole?
@@ -60,24 +58,19 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     private(set) var server: ServerConnection?
     var cancelKey: CancelRequest?
     var scanner = MessageScanner(captureTypes: MessageTypeSet([FrontendMessageID.terminate]))
-    /// Named prepared statements of this client (transaction mode), by the client's name.
-    var statements = ClientStatements()
-    /// Bytes from a message on that waits for the server's answer to an earlier one (see `forwardToServer`).
-    private var stalledInput: ByteBuffer?
     var loginTimer: Scheduled<Void>?
     let connectedAt: Moment = .now
     /// The last time the client sent anything, for `client_idle_timeout` and `idle_in_transaction_timeout`.
     private(set) var lastActivity: Moment = .now
-    /// The client's TCP port (0 on the Unix socket).
-    private var remotePort: UInt16 = 0
     /// The peer as messages and logs name it: made when needed, not kept for every idle client.
     var peer: String {
-        self.remoteAddressBytes == nil ? self.peerHost : "\(self.peerHost) port \(self.remotePort)"
+        guard let address = self.remoteAddress else { return self.peerHost }
+        return "\(self.peerHost) port \(address.port)"
     }
     /// The peer without its port, for messages to the client.
     var peerHost: String {
-        guard let bytes = self.remoteAddressBytes else { return self.transport == nil ? "unknown" : "the Unix socket" }
-        return "host \"\(Self.text(ofAddress: bytes))\""
+        guard let address = self.remoteAddress else { return self.transport == nil ? "unknown" : "the Unix socket" }
+        return "host \"\(Self.text(ofAddress: address.bytes))\""
     }
     private(set) var closeReason: String?
     /// The client broke the protocol; its server may hold a partial message.
@@ -90,20 +83,81 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     var startupSettings: [(String, String)] = []
     /// Equal for clients whose settings are equal: a server last used with the same key needs no sync.
     private(set) var settingsKey = 0
+    /// What a client keeps once it sends requests; nil for one that has only logged in (see `Working`).
+    private var workingState: Working?
+    /// The client's `Working`, made on first use.
+    private var working: Working {
+        if let working = self.workingState { return working }
+        let working = Working()
+        self.workingState = working
+        return working
+    }
+
+    /// Bytes the client sent while it waits for a server; sent once it has one.
+    var pendingInput: ByteBuffer? {
+        get { self.workingState?.pendingInput }
+        set { if newValue != nil || self.workingState != nil { self.working.pendingInput = newValue } }
+    }
+    /// Bytes from a message on that waits for the server's answer to an earlier one (see `forwardToServer`).
+    private var stalledInput: ByteBuffer? {
+        get { self.workingState?.stalledInput }
+        set { if newValue != nil || self.workingState != nil { self.working.stalledInput = newValue } }
+    }
+    /// Named prepared statements of this client (transaction mode), by the client's name.
+    var statements: ClientStatements {
+        get { self.workingState?.statements ?? ClientStatements() }
+        _modify { yield &self.working.statements }
+    }
     /// Transaction mode: the client's non-reported settings as its server last showed them (its startup
     /// ones and its own SETs), by lowercased name; nil until a request of its changed settings.
-    var sessionSettings: [String: String]?
+    var sessionSettings: [String: String]? {
+        get { self.workingState?.sessionSettings }
+        set { if newValue != nil || self.workingState != nil { self.working.sessionSettings = newValue } }
+    }
     /// Transaction mode: session state that keeps the client on its server, as the server last showed it.
-    var pins: SessionEffects.Pins = []
+    var pins: SessionEffects.Pins {
+        get { self.workingState?.pins ?? [] }
+        set { if !newValue.isEmpty || self.workingState != nil { self.working.pins = newValue } }
+    }
     /// The client holds one of the pool's `max_pinned` slots (pinned, or about to be).
-    var pinSlot = false
+    var pinSlot: Bool {
+        get { self.workingState?.pinSlot ?? false }
+        set { if newValue || self.workingState != nil { self.working.pinSlot = newValue } }
+    }
     /// Transaction mode: channels the client listens on through the pool's listener.
-    var listenChannels: Set<String> = []
+    var listenChannels: Set<String> {
+        get { self.workingState?.listenChannels ?? [] }
+        _modify { yield &self.working.listenChannels }
+    }
     /// The ReadyForQuery of a request whose session state is being read back, sent once it has been.
-    var heldReady: ByteBuffer?
+    var heldReady: ByteBuffer? {
+        get { self.workingState?.heldReady }
+        set { if newValue != nil || self.workingState != nil { self.working.heldReady = newValue } }
+    }
     /// Notifications and notices waiting for the client's stream to be between messages and writable.
-    var asyncMessages: [ByteBuffer] = []
-    var logger: Logger
+    var asyncMessages: [ByteBuffer] {
+        get { self.workingState?.asyncMessages ?? [] }
+        _modify { yield &self.working.asyncMessages }
+    }
+    /// The client ran LISTEN (in transaction mode its notifications come only while it holds a server).
+    var listened: Bool {
+        get { self.workingState?.listened ?? false }
+        set { if newValue || self.workingState != nil { self.working.listened = newValue } }
+    }
+
+    /// The agent's logger with this client's id and pool: made for a message that is logged, not kept by every
+    /// idle client (a logger of its own is two allocations).
+    var logger: Logger {
+        var logger = self.runtime.logger
+        logger[metadataKey: LogKey.client] = "\(self.id)"
+        if let pool = self.pool?.name ?? (self.adminConsole != nil ? AdminConsole.database : self.startup?.database) {
+            logger[metadataKey: LogKey.pool] = .string(pool)
+        }
+        return logger
+    }
+
+    /// Whether a message at `level` would be logged, before `logger` is made for it.
+    func logs(_ level: Logger.Level) -> Bool { self.runtime.logger.logLevel <= level }
 
     static let maximumPendingInput = 1 << 20
     /// Transaction mode holds Parse and Bind whole to rewrite statement names; larger ones are refused.
@@ -112,8 +166,6 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     init(id: Int, runtime: AgentRuntime) {
         self.id = id
         self.runtime = runtime
-        self.logger = runtime.logger
-        self.logger[metadataKey: LogKey.client] = "\(id)"
     }
 
     var user: String? { self.startup?.user ?? self.loggedInUser }
@@ -126,9 +178,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     func start(transport: Transport, unix: Bool) {
         self.transport = transport
         self.isUnixSocket = unix
-        if !unix, let address = transport.peerAddress(), !address.address.isEmpty {
-            self.remoteAddressBytes = address.address
-            self.remotePort = UInt16(truncatingIfNeeded: address.port)
+        if !unix, let address = transport.peerAddress() {
+            self.remoteAddress = PeerAddress(bytes: address.address, port: address.port)
         }
         self.runtime.clientOpened(self)
         let auth = self.runtime.authenticator
@@ -145,8 +196,8 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
     /// The client's address and port as SHOW CLIENTS prints them; `unix` on the Unix socket.
     var peerAddressText: (host: String, port: Int) {
-        guard let bytes = self.remoteAddressBytes, let address = self.transport.peerAddress() else { return ("unix", 0) }
-        return (Self.text(ofAddress: bytes), address.port)
+        guard let address = self.remoteAddress else { return ("unix", 0) }
+        return (Self.text(ofAddress: address.bytes), Int(address.port))
     }
 
     /// An address as PostgreSQL prints it: dotted IPv4, or IPv6 text.
@@ -278,7 +329,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         // Its settings are in `startupSettings`; of the packet only the user is read from here on.
         self.loggedInUser = self.startup?.user
         self.startup = nil
-        self.logger.debug("client logged in")
+        if self.logs(.debug) { self.logger.debug("client logged in") }
     }
 
     // MARK: Transaction pooling
@@ -364,9 +415,6 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
         out.writeMessage(BackendMessageID.errorResponse) { $0.writeImmutableBuffer(renamed) }
         return out
     }
-
-    /// The client ran LISTEN (in transaction mode its notifications come only while it holds a server).
-    var listened = false
 
     /// A parameter the server reported while serving this client (after a SET): the client has seen it.
     func parameterChanged(name: String, value: String) {
@@ -583,6 +631,22 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
 
 extension Duration {
     var timeAmount: TimeAmount { .nanoseconds(Int64(self.seconds * 1e9)) }
+}
+
+/// What a client keeps once it sends requests: held input, statement names, session state and queued
+/// notifications. A client that has only logged in has none of it, so 10,000 idle clients do not hold 10,000 of
+/// these; the session's properties of the same names read defaults while it is absent.
+final class Working {
+    var pendingInput: ByteBuffer?
+    var stalledInput: ByteBuffer?
+    var statements = ClientStatements()
+    var sessionSettings: [String: String]?
+    var pins: SessionEffects.Pins = []
+    var pinSlot = false
+    var listenChannels: Set<String> = []
+    var heldReady: ByteBuffer?
+    var asyncMessages: [ByteBuffer] = []
+    var listened = false
 }
 
 /// The login machine of a client still logging in, held by reference so a logged-in client drops it.

@@ -313,8 +313,9 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
             }
         }
         if done == self.output.count {
-            // Usually one buffer or a few: their storage is kept for the next ones.
-            if done <= 4 {
+            // A server's storage (usually for one buffer or a few) is kept for its next messages; a client's is
+            // let go, so that an idle client holds none: one small allocation per reply costs less than that.
+            if done <= 4, self.flushesFirst {
                 self.output.removeAllKeepingStorage()
             } else {
                 self.output.removeAll()
