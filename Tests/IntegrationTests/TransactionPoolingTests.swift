@@ -82,6 +82,31 @@ extension Integration {
             #expect(a.parameterStatus("DateStyle") == "German, DMY")
         }
 
+        @Test func eachLoginIsToldItsOwnSettingsWhenTheLastOnesAreReused() throws {
+            // A login with the same startup settings as the one before reuses what that one was told; one with
+            // other settings must not.
+            let agent = try Self.agent("pa_txlogins", size: 1)
+            let logins: [(extra: String, app: String, timeout: String)] = [
+                ("application_name=alpha", "alpha", "0"),
+                ("application_name=alpha", "alpha", "0"),
+                ("application_name=beta", "beta", "0"),
+                ("application_name=beta options='-c statement_timeout=5s'", "beta", "5s"),
+                ("application_name=beta options='-c statement_timeout=5s'", "beta", "5s"),
+                ("application_name=beta options='-c statement_timeout=7s'", "beta", "7s"),
+                ("application_name=alpha", "alpha", "0"),
+            ]
+            var open: [PGConnection] = []
+            for login in logins {
+                let client = try PGConnection(agent.conninfo(extra: login.extra))
+                #expect(client.parameterStatus("application_name") == login.app, "\(login.extra)")
+                open.append(client)
+            }
+            for (client, login) in zip(open, logins) {
+                #expect(try client.value("SHOW application_name") == login.app, "\(login.extra)")
+                #expect(try client.value("SHOW statement_timeout") == login.timeout, "\(login.extra)")
+            }
+        }
+
         @Test func protocolLevelPreparedStatementsFollowTheClient() throws {
             let agent = try Self.agent("pa_txprepared", size: 2, extra: "max_prepared_statements = 3")
             let results = concurrently(6) { client in

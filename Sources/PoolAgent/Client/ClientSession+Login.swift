@@ -206,10 +206,22 @@ extension ClientSession {
         if pool.settings.mode == .transaction, let defaults = pool.defaultParameters {
             // Transaction mode logs in without a server: the pool's values, with the client's own on top;
             // its settings reach a server with its first transaction.
-            let reported = self.loginExpectations(defaults: defaults)
-            self.setReported(reported)
+            // Clients of one application log in with the same settings: what the last one was told is reused.
+            let template: LoginTemplate
+            if let last = pool.loginTemplate, last.matches(self.startupSettings) {
+                template = last
+                self.setReported(from: template)
+            } else {
+                let reported = self.loginExpectations(defaults: defaults)
+                self.setReported(reported)
+                template = LoginTemplate(
+                    startupSettings: self.startupSettings, reported: reported, settingsKey: self.settingsKey,
+                    parameterStatus: Self.parameterStatus(reported)
+                )
+                pool.loginTemplate = template
+            }
             self.state = .active
-            self.completeLogin(parameters: reported)
+            self.completeLogin(parameterStatus: template.parameterStatus)
             if let pending = self.pendingInput {
                 self.pendingInput = nil
                 self.requestServer(for: pending)
@@ -218,5 +230,21 @@ extension ClientSession {
         }
         self.state = .waiting
         pool.acquire(for: self)
+    }
+}
+
+/// What a transaction-mode login tells a client with these startup settings, worked out once for the clients
+/// after it with the same ones: the reported values (the pool's server defaults with the client's settings on
+/// top), their settings key, and their ParameterStatus messages. The pool forgets it when its server defaults
+/// change.
+struct LoginTemplate {
+    let startupSettings: [(String, String)]
+    let reported: [String: String]
+    let settingsKey: Int
+    let parameterStatus: ByteBuffer
+
+    func matches(_ settings: [(String, String)]) -> Bool {
+        settings.count == self.startupSettings.count
+            && zip(settings, self.startupSettings).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
     }
 }

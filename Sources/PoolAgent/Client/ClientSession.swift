@@ -105,7 +105,9 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
     /// Named prepared statements of this client (transaction mode), by the client's name.
     var statements: ClientStatements {
-        get { self.workingState?.statements ?? ClientStatements() }
+        _read {
+            if let working = self.workingState { yield working.statements } else { yield ClientStatements() }
+        }
         _modify { yield &self.working.statements }
     }
     /// Transaction mode: the client's non-reported settings as its server last showed them (its startup
@@ -126,7 +128,9 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
     /// Transaction mode: channels the client listens on through the pool's listener.
     var listenChannels: Set<String> {
-        get { self.workingState?.listenChannels ?? [] }
+        _read {
+            if let working = self.workingState { yield working.listenChannels } else { yield [] }
+        }
         _modify { yield &self.working.listenChannels }
     }
     /// The ReadyForQuery of a request whose session state is being read back, sent once it has been.
@@ -136,7 +140,9 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
     /// Notifications and notices waiting for the client's stream to be between messages and writable.
     var asyncMessages: [ByteBuffer] {
-        get { self.workingState?.asyncMessages ?? [] }
+        _read {
+            if let working = self.workingState { yield working.asyncMessages } else { yield [] }
+        }
         _modify { yield &self.working.asyncMessages }
     }
     /// The client ran LISTEN (in transaction mode its notifications come only while it holds a server).
@@ -314,12 +320,25 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     }
 
     func completeLogin(parameters: [String: String]) {
-        guard self.startup != nil, let key = self.cancelKey else { return }
-        var buffer = self.transport.allocator.buffer(capacity: 512)
-        buffer.writeAuthenticationOk()
+        self.completeLogin(parameterStatus: Self.parameterStatus(parameters))
+    }
+
+    /// ParameterStatus messages for `parameters`, by name.
+    static func parameterStatus(_ parameters: [String: String]) -> ByteBuffer {
+        var buffer = Transport.allocator.buffer(capacity: 512)
         for (name, value) in parameters.sorted(by: { $0.key < $1.key }) {
             buffer.writeParameterStatus(name: name, value: value)
         }
+        return buffer
+    }
+
+    /// Completes the login with `parameterStatus` (ParameterStatus messages) between AuthenticationOk and
+    /// BackendKeyData.
+    func completeLogin(parameterStatus: ByteBuffer) {
+        guard self.startup != nil, let key = self.cancelKey else { return }
+        var buffer = self.transport.allocator.buffer(capacity: parameterStatus.readableBytes + 64)
+        buffer.writeAuthenticationOk()
+        buffer.writeImmutableBuffer(parameterStatus)
         buffer.writeBackendKeyData(key)
         buffer.writeReadyForQuery(.idle)
         self.transport.writeAndFlush(buffer)
@@ -432,6 +451,12 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
             if let key = expected.keys.first(where: { $0.lowercased() == name.lowercased() }) { expected[key] = value }
         }
         return expected
+    }
+
+    /// Takes the values a transaction-mode login tells the client, and their key, from `template`.
+    func setReported(from template: LoginTemplate) {
+        self.reported = template.reported
+        self.settingsKey = template.settingsKey
     }
 
     /// Records the values the client has seen and the pool's key for its whole set of settings.

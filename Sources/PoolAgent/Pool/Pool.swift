@@ -27,6 +27,9 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
     let settingsKeys = SettingsKeys()
     /// ParameterStatus values of a fresh server of this pool, for transaction-mode logins.
     private(set) var defaultParameters: [String: String]?
+    /// The last transaction-mode login's outcome, for the next client with the same startup settings; nil once
+    /// `defaultParameters` change.
+    var loginTemplate: LoginTemplate?
     var lastError: String?
     var lastContact: Moment?
     private var drainPromises: [EventLoopPromise<Void>] = []
@@ -387,7 +390,10 @@ final class Pool: @unchecked Sendable {  // Confined to the agent's event loop.
         }
         server.attach(transport: transport)
         self.servers[SerialID(server.id)] = server
-        self.defaultParameters = link.parameters
+        if self.defaultParameters != link.parameters {
+            self.defaultParameters = link.parameters
+            self.loginTemplate = nil
+        }
         self.lastContact = .now
         if self.lastError != nil {
             self.lastError = nil
