@@ -184,9 +184,7 @@ final class ClientSession: TransportDelegate, @unchecked Sendable {  // Confined
     func start(transport: Transport, unix: Bool) {
         self.transport = transport
         self.isUnixSocket = unix
-        if !unix, let address = transport.peerAddress() {
-            self.remoteAddress = PeerAddress(bytes: address.address, port: address.port)
-        }
+        if !unix { self.remoteAddress = transport.peerAddress() }
         self.runtime.clientOpened(self)
         let auth = self.runtime.authenticator
         self.login = LoginMachine(

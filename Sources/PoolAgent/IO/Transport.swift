@@ -410,16 +410,16 @@ final class Transport: IOHandler, @unchecked Sendable {  // Confined to the loop
 
     // MARK: Peer
 
-    /// Address family, address bytes (4 or 16; none for a Unix socket) and port of the peer.
-    func peerAddress() -> (family: Int32, address: [UInt8], port: Int)? {
+    /// The peer's IP address and port; nil for a Unix socket, or when the socket has no peer.
+    func peerAddress() -> PeerAddress? {
         var family: Int32 = 0
         var port: Int32 = 0
         var bytes = [UInt8](repeating: 0, count: 16)
         guard cpoolio_peer_address(self.fd, &family, &bytes, &port) == 0 else { return nil }
         switch family {
-        case AF_INET: return (family, Array(bytes[0..<4]), Int(port))
-        case AF_INET6: return (family, bytes, Int(port))
-        default: return (family, [], 0)
+        case AF_INET: return PeerAddress(bytes: Array(bytes[0..<4]), port: Int(port))
+        case AF_INET6: return PeerAddress(bytes: bytes, port: Int(port))
+        default: return nil
         }
     }
 
